@@ -1,0 +1,60 @@
+// Package testutil finds the fixtures tests share: the repository root, the
+// bundled model, and the project's shared/ folder (real models, llama.cpp's
+// tokenizer vectors) that sits beside the checkout.
+package testutil
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// RepoRoot returns the directory holding go.mod, walking up from the test's
+// working directory.
+func RepoRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			tb.Fatal("testutil: no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// BundledModel is the path of the small trained model shipped in models/.
+func BundledModel(tb testing.TB) string {
+	tb.Helper()
+	return filepath.Join(RepoRoot(tb), "models", "forgepipe-tiny.f16.gguf")
+}
+
+// Testdata returns the path of a file under the repository's testdata/.
+func Testdata(tb testing.TB, name string) string {
+	tb.Helper()
+	return filepath.Join(RepoRoot(tb), "testdata", name)
+}
+
+// SharedDir returns the shared/ folder beside the checkout (or named by
+// $FORGEPIPE_SHARED). Where it is missing the test is skipped, except under
+// CI (CI=true), where shared/ is always present and its absence is a failure.
+func SharedDir(tb testing.TB) string {
+	tb.Helper()
+	dir := os.Getenv("FORGEPIPE_SHARED")
+	if dir == "" {
+		dir = filepath.Join(filepath.Dir(RepoRoot(tb)), "shared")
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("testutil: shared folder %s not found under CI", dir)
+		}
+		tb.Skipf("testutil: shared folder %s not found (set FORGEPIPE_SHARED)", dir)
+	}
+	return dir
+}

@@ -1,0 +1,202 @@
+// Package sample turns a vector of logits into the next token: greedy,
+// temperature, top-k, top-p, min-p and repetition penalties, with a seeded
+// random source so a run is reproducible.
+//
+// The chain follows llama.cpp's default order: penalties, top-k, top-p,
+// min-p, temperature, then a draw from the remaining distribution.
+package sample
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+)
+
+// Params are one sequence's sampling parameters. The zero value is greedy
+// decoding with no penalties; each filter is off at its zero value.
+type Params struct {
+	Temperature      float32 // <= 0: greedy (argmax)
+	TopK             int     // 0: off
+	TopP             float32 // 0 or 1: off; else keep the smallest set with probability mass >= TopP
+	MinP             float32 // 0: off; else drop tokens with p < MinP * p(max)
+	RepeatPenalty    float32 // 0 or 1: off; >1 penalises tokens in the last RepeatLastN
+	RepeatLastN      int     // window for the penalties; 0 means 64
+	FrequencyPenalty float32 // subtracted once per occurrence in the window
+	PresencePenalty  float32 // subtracted once if present in the window
+	Seed             uint64
+}
+
+// ErrInvalid is wrapped by every parameter validation error.
+var ErrInvalid = errors.New("invalid sampling parameter")
+
+// Validate reports the first parameter out of range.
+func (p Params) Validate() error {
+	bad := func(name string, v any, want string) error {
+		return fmt.Errorf("%w: %s = %v, want %s", ErrInvalid, name, v, want)
+	}
+	switch {
+	case isBad(p.Temperature) || p.Temperature < 0:
+		return bad("temperature", p.Temperature, "a finite value >= 0")
+	case p.TopK < 0:
+		return bad("top_k", p.TopK, ">= 0")
+	case isBad(p.TopP) || p.TopP < 0 || p.TopP > 1:
+		return bad("top_p", p.TopP, "in [0, 1]")
+	case isBad(p.MinP) || p.MinP < 0 || p.MinP > 1:
+		return bad("min_p", p.MinP, "in [0, 1]")
+	case isBad(p.RepeatPenalty) || p.RepeatPenalty < 0:
+		return bad("repeat_penalty", p.RepeatPenalty, "a finite value >= 0")
+	case p.RepeatLastN < 0:
+		return bad("repeat_last_n", p.RepeatLastN, ">= 0")
+	case isBad(p.FrequencyPenalty) || isBad(p.PresencePenalty):
+		return bad("frequency/presence penalty", [2]float32{p.FrequencyPenalty, p.PresencePenalty}, "finite values")
+	}
+	return nil
+}
+
+func isBad(f float32) bool { return math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) }
+
+// Sampler draws tokens for one sequence. Not safe for concurrent use.
+type Sampler struct {
+	p       Params
+	rng     *rand.Rand
+	history []int32
+	cands   []candidate
+}
+
+type candidate struct {
+	id    int32
+	logit float32
+	p     float32
+}
+
+// New returns a sampler for p (which must be valid).
+func New(p Params) *Sampler {
+	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))}
+}
+
+// Accept records a token in the penalty window (prompt tokens too).
+func (s *Sampler) Accept(id int32) { s.history = append(s.history, id) }
+
+// Greedy returns the index of the largest logit (the lowest index on ties).
+func Greedy(logits []float32) int32 {
+	best := 0
+	for i, v := range logits {
+		if v > logits[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+// Sample picks the next token from logits. logits is not modified.
+func (s *Sampler) Sample(logits []float32) int32 {
+	penalised := s.p.penalties()
+	if s.p.Temperature <= 0 && !penalised {
+		return Greedy(logits)
+	}
+	c := s.cands[:0]
+	for i, l := range logits {
+		c = append(c, candidate{id: int32(i), logit: l})
+	}
+	s.cands = c
+	if penalised {
+		s.applyPenalties(c)
+	}
+	if s.p.Temperature <= 0 {
+		best := 0
+		for i := range c {
+			if c[i].logit > c[best].logit {
+				best = i
+			}
+		}
+		return c[best].id
+	}
+	sort.SliceStable(c, func(i, j int) bool { return c[i].logit > c[j].logit })
+	if s.p.TopK > 0 && s.p.TopK < len(c) {
+		c = c[:s.p.TopK]
+	}
+	softmax(c, 1)
+	if s.p.TopP > 0 && s.p.TopP < 1 {
+		cum := float32(0)
+		for i := range c {
+			cum += c[i].p
+			if cum >= s.p.TopP {
+				c = c[:i+1]
+				break
+			}
+		}
+	}
+	if s.p.MinP > 0 {
+		limit := c[0].p * s.p.MinP
+		n := 1
+		for n < len(c) && c[n].p >= limit {
+			n++
+		}
+		c = c[:n]
+	}
+	softmax(c, s.p.Temperature)
+	r := s.rng.Float32()
+	cum := float32(0)
+	for i := range c {
+		cum += c[i].p
+		if r < cum {
+			return c[i].id
+		}
+	}
+	return c[len(c)-1].id
+}
+
+func (p Params) penalties() bool {
+	return (p.RepeatPenalty != 0 && p.RepeatPenalty != 1) || p.FrequencyPenalty != 0 || p.PresencePenalty != 0
+}
+
+// applyPenalties follows llama.cpp: a positive logit is divided by the
+// repeat penalty, a negative one multiplied; then frequency and presence.
+func (s *Sampler) applyPenalties(c []candidate) {
+	n := s.p.RepeatLastN
+	if n == 0 {
+		n = 64
+	}
+	window := s.history
+	if len(window) > n {
+		window = window[len(window)-n:]
+	}
+	counts := make(map[int32]int, len(window))
+	for _, id := range window {
+		counts[id]++
+	}
+	for id, k := range counts {
+		if id < 0 || int(id) >= len(c) {
+			continue
+		}
+		l := c[id].logit
+		if rp := s.p.RepeatPenalty; rp != 0 && rp != 1 {
+			if l <= 0 {
+				l *= rp
+			} else {
+				l /= rp
+			}
+		}
+		l -= float32(k)*s.p.FrequencyPenalty + s.p.PresencePenalty
+		c[id].logit = l
+	}
+}
+
+// softmax sets p over c (sorted or not) at temperature t.
+func softmax(c []candidate, t float32) {
+	maxL := c[0].logit
+	for _, x := range c {
+		maxL = max(maxL, x.logit)
+	}
+	sum := float64(0)
+	for i := range c {
+		e := math.Exp(float64((c[i].logit - maxL) / t))
+		c[i].p = float32(e)
+		sum += e
+	}
+	for i := range c {
+		c[i].p = float32(float64(c[i].p) / sum)
+	}
+}
