@@ -89,6 +89,15 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOption
 	st := m.NewState()
 	dec := m.Tokenizer.NewDecoder()
 	var text strings.Builder
+	// emit streams text[emitted:upto]; text that might begin a stop string
+	// is held back until it is known not to.
+	emitted := 0
+	emit := func(upto string) {
+		if onText != nil && len(upto) > emitted {
+			onText(upto[emitted:])
+		}
+		emitted = max(emitted, len(upto))
+	}
 
 	start := time.Now()
 	logits, err := m.Forward(st, ids, false)
@@ -108,19 +117,14 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOption
 			break
 		}
 		res.Tokens = append(res.Tokens, id)
-		piece := dec.Next(id)
-		text.WriteString(piece)
+		text.WriteString(dec.Next(id))
 		if stop, cut := findStop(text.String(), opts.Stop); stop {
 			res.Text = cut
 			res.StopReason = StopString
-			if onText != nil && len(cut) > text.Len()-len(piece) {
-				onText(cut[text.Len()-len(piece):])
-			}
+			emit(cut)
 			break
 		}
-		if onText != nil && piece != "" {
-			onText(piece)
-		}
+		emit(text.String()[:text.Len()-heldBack(text.String(), opts.Stop)])
 		if len(res.Tokens) >= opts.MaxTokens {
 			res.StopReason = StopMaxTokens
 			break
@@ -135,12 +139,9 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOption
 	}
 	res.DecodeDuration = time.Since(decodeStart)
 	if res.StopReason != StopString {
-		tail := dec.Flush()
-		text.WriteString(tail)
-		if onText != nil && tail != "" {
-			onText(tail)
-		}
+		text.WriteString(dec.Flush())
 		res.Text = text.String()
+		emit(res.Text)
 	}
 	return res, nil
 }
@@ -161,4 +162,19 @@ func findStop(text string, stops []string) (bool, string) {
 		return false, ""
 	}
 	return true, text[:cut]
+}
+
+// heldBack is the length of the longest suffix of text that is a proper
+// prefix of a stop string: text that may yet turn into a stop.
+func heldBack(text string, stops []string) int {
+	n := 0
+	for _, s := range stops {
+		for k := min(len(s)-1, len(text)); k > n; k-- {
+			if strings.HasSuffix(text, s[:k]) {
+				n = k
+				break
+			}
+		}
+	}
+	return n
 }
