@@ -141,6 +141,7 @@ func ParseHeader(data []byte) (*Header, error) {
 	}
 	kvs := make([]KV, 0, kvCount)
 	seen := make(map[string]bool, kvCount)
+	alignOff := int64(0) // where general.alignment's type tag is, for errors
 	for i := uint64(0); i < kvCount; i++ {
 		keyOff := r.off
 		key, err := r.str(fmt.Sprintf("metadata key #%d", i))
@@ -153,6 +154,9 @@ func ParseHeader(data []byte) (*Header, error) {
 		seen[key] = true
 		field := fmt.Sprintf("metadata %q", key)
 		typOff := r.off
+		if key == "general.alignment" {
+			alignOff = int64(typOff)
+		}
 		vt, err := r.u32(field + " type")
 		if err != nil {
 			return nil, err
@@ -169,7 +173,7 @@ func ParseHeader(data []byte) (*Header, error) {
 	if kv, ok := h.Metadata.Get("general.alignment"); ok {
 		a, isU32 := kv.Value.(uint32)
 		if !isU32 || a == 0 || a&(a-1) != 0 {
-			return nil, &FormatError{"metadata \"general.alignment\"", 0, fmt.Sprintf("must be a power-of-two uint32, got %v (%s)", kv.Value, kv.Type)}
+			return nil, &FormatError{"metadata \"general.alignment\"", alignOff, fmt.Sprintf("must be a power-of-two uint32, got %v (%s)", kv.Value, kv.Type)}
 		}
 		h.Alignment = uint64(a)
 	}
@@ -351,13 +355,15 @@ func (r *reader) array(field string, depth int) (Array, error) {
 		}
 		a.Values = v
 	case ValueArray:
+		// Check the depth before recursing: a hostile file could otherwise
+		// nest arrays until the stack overflows (a fatal error, not a panic).
+		if depth >= maxArrayDepth {
+			return Array{}, &FormatError{field + " element type", int64(elemOff), fmt.Sprintf("arrays nested deeper than %d", maxArrayDepth)}
+		}
 		v := make([]Array, n)
 		for i := range v {
 			if v[i], err = r.array(field, depth+1); err != nil {
 				return Array{}, err
-			}
-			if depth+1 > maxArrayDepth {
-				return Array{}, &FormatError{field, int64(elemOff), "arrays nested too deep"}
 			}
 		}
 		a.Values = v
@@ -365,7 +371,9 @@ func (r *reader) array(field string, depth int) (Array, error) {
 		raw, _ := r.bytes(field, n*minSize) // bounds checked above
 		switch elem {
 		case ValueUint8:
-			a.Values = append([]uint8(nil), raw...)
+			v := make([]uint8, n)
+			copy(v, raw)
+			a.Values = v
 		case ValueInt8:
 			v := make([]int8, n)
 			for i := range v {
@@ -450,17 +458,21 @@ func (r *reader) tensorInfo(i uint64) (*TensorInfo, error) {
 		return nil, &FormatError{field + " dimension count", int64(ndOff), fmt.Sprintf("%d dimensions, want 1..%d", nd, MaxDims)}
 	}
 	t := &TensorInfo{Name: name, Shape: make([]uint64, nd)}
-	elems := uint64(1)
+	// elems is the element count; bound is the product of the dimensions
+	// with zeros counted as ones, which must fit too, so that no dimension
+	// product a caller computes (rows, Dim(i)) can overflow.
+	elems, bound := uint64(1), uint64(1)
 	for d := range t.Shape {
 		dimOff := r.off
 		if t.Shape[d], err = r.u64(fmt.Sprintf("%s dimension %d", field, d)); err != nil {
 			return nil, err
 		}
-		hi, lo := bits.Mul64(elems, t.Shape[d])
+		hi, lo := bits.Mul64(bound, max(t.Shape[d], 1))
 		if hi != 0 || lo > math.MaxInt64 {
-			return nil, &FormatError{fmt.Sprintf("%s dimension %d", field, d), int64(dimOff), "element count overflows"}
+			return nil, &FormatError{fmt.Sprintf("%s dimension %d", field, d), int64(dimOff), fmt.Sprintf("%d: element count overflows", t.Shape[d])}
 		}
-		elems = lo
+		bound = lo
+		elems *= t.Shape[d] // <= bound
 	}
 	typOff := r.off
 	typ, err := r.u32(field + " type")

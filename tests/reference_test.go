@@ -80,14 +80,20 @@ func compareWithReference(t *testing.T, m *model.Model, ref refFile, relTol floa
 		}
 		for i := 0; i < len(seq)-1; i++ {
 			row := logits[i*v : (i+1)*v]
-			if i >= len(run.PromptIDs)-1 {
-				if got, want := sample.Greedy(row), seq[i+1]; got != want {
-					t.Errorf("run %d position %d: greedy token %d, reference %d", ri, i, got, want)
-				}
-			}
 			scale := 0.0
 			for _, x := range row {
 				scale = math.Max(scale, math.Abs(float64(x)))
+			}
+			var full []float32
+			if i < len(run.Logits) {
+				full = decodeLogits(t, run.Logits[i])
+			}
+			// The greedy choice must agree wherever the reference's margin
+			// between its top two logits is larger than our error bound.
+			if i >= len(run.PromptIDs)-1 && (full == nil || margin(full) > 2*relTol*scale) {
+				if got, want := sample.Greedy(row), seq[i+1]; got != want {
+					t.Errorf("run %d position %d: greedy token %d, reference %d", ri, i, got, want)
+				}
 			}
 			check := func(id int, want float64) {
 				rel := math.Abs(float64(row[id])-want) / scale
@@ -96,8 +102,8 @@ func compareWithReference(t *testing.T, m *model.Model, ref refFile, relTol floa
 					t.Errorf("run %d position %d logit %d: %.6f, reference %.6f (relative error %.2g > %.2g)", ri, i, id, row[id], want, rel, relTol)
 				}
 			}
-			if i < len(run.Logits) {
-				for id, want := range decodeLogits(t, run.Logits[i]) {
+			if full != nil {
+				for id, want := range full {
 					check(id, float64(want))
 				}
 			} else if i < len(run.Top5) {
@@ -139,4 +145,18 @@ func TestStories260KAgainstPyTorch(t *testing.T) {
 		t.Errorf("decoded continuation %q is too short", text)
 	}
 	t.Logf("continuation: %q", text)
+}
+
+// margin is the gap between the two largest values.
+func margin(x []float32) float64 {
+	a, b := math.Inf(-1), math.Inf(-1)
+	for _, v := range x {
+		switch f := float64(v); {
+		case f > a:
+			a, b = f, a
+		case f > b:
+			b = f
+		}
+	}
+	return a - b
 }
