@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
@@ -144,9 +145,24 @@ func TestGenerateErrorsAndStops(t *testing.T) {
 	}
 }
 
-// BenchmarkDecode measures single-sequence decode on the bundled model.
+// benchModel opens $FORGEPIPE_BENCH_MODEL, or the bundled model.
+func benchModel(b *testing.B) *Model {
+	path := os.Getenv("FORGEPIPE_BENCH_MODEL")
+	if path == "" {
+		return openBundled(b, Options{})
+	}
+	m, err := Open(path, Options{ContextSize: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	return m
+}
+
+// BenchmarkDecode measures single-sequence decode (tokens/s) on the bundled
+// model or $FORGEPIPE_BENCH_MODEL, after a 5-token prompt.
 func BenchmarkDecode(b *testing.B) {
-	m := openBundled(b, Options{})
+	m := benchModel(b)
 	ids := m.Tokenizer.Encode("Prince Andrew", true, true)
 	st := m.NewState()
 	logits, err := m.Forward(st, ids, false)
@@ -166,12 +182,13 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
 }
 
-// BenchmarkPrefill measures prompt processing of 128 tokens on the bundled model.
+// BenchmarkPrefill measures prompt processing of 128 tokens (tokens/s) on
+// the bundled model or $FORGEPIPE_BENCH_MODEL.
 func BenchmarkPrefill(b *testing.B) {
-	m := openBundled(b, Options{})
+	m := benchModel(b)
 	ids := make([]int32, 128)
 	for i := range ids {
-		ids[i] = int32(2 + i*7%4000)
+		ids[i] = int32(2 + i*7%(m.Config.Vocab-2))
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
