@@ -80,7 +80,7 @@ overriding it; the tokenizer is copied from --vocab-from.`,
 			if err != nil {
 				return err
 			}
-			a.log.Info().Str("out", out).Int64("bytes", st.Size()).Dur("took", time.Since(start)).Msg("model written")
+			a.log.Info().Str("out", out).Int64("bytes", st.Size()).Dur("took_ms", time.Since(start)).Msg("model written")
 			return nil
 		},
 	}

@@ -43,7 +43,7 @@ func (a *app) quantizeCommand() *cobra.Command {
 				return err
 			}
 			a.log.Info().Str("out", out).Stringer("type", t).Int64("bytes", st.Size()).
-				Dur("took", time.Since(start)).Msg("model quantized")
+				Dur("took_ms", time.Since(start)).Msg("model quantized")
 			return nil
 		},
 	}

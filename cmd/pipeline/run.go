@@ -132,7 +132,7 @@ func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error
 	loadTime := time.Since(start)
 	c := m.Config
 	a.log.Info().Str("model", fl.model).Str("arch", c.Arch).Int("layers", c.Layers).Int("dim", c.Dim).
-		Int("vocab", c.Vocab).Int("ctx", m.ContextSize()).Dur("load", loadTime).Msg("model loaded")
+		Int("vocab", c.Vocab).Int("ctx", m.ContextSize()).Dur("load_ms", loadTime).Msg("model loaded")
 	a.log.Debug().Uint64("seed", params.Seed).Float32("temperature", params.Temperature).
 		Int("top_k", params.TopK).Float32("top_p", params.TopP).Float32("min_p", params.MinP).
 		Float32("repeat_penalty", params.RepeatPenalty).Msg("sampling")
