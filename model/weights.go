@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -142,22 +143,10 @@ func checkShape(t *gguf.TensorInfo, want []int) error {
 	for len(got) > len(want) && got[len(got)-1] == 1 {
 		got = got[:len(got)-1]
 	}
-	if !slicesEqual(got, want) {
+	if !slices.Equal(got, want) {
 		return fmt.Errorf("tensor %q has shape %v, want %v", t.Name, got, want)
 	}
 	return nil
-}
-
-func slicesEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func bindLinear(src Tensors, name string, shape []int, optional bool) (*Linear, error) {

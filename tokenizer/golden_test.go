@@ -1,9 +1,6 @@
 package tokenizer
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,30 +8,9 @@ import (
 	"github.com/forgepipe/forgepipe/internal/testutil"
 )
 
-// golden is shared/models/golden.json: prompts of the bundled model with
-// ids computed by independent implementations (and llama.cpp).
-type golden struct {
-	Prompts []struct {
-		Prompt       string  `json:"prompt"`
-		PromptIDs    []int32 `json:"prompt_ids"`
-		GeneratedIDs []int32 `json:"generated_ids"`
-		Text         string  `json:"text"`
-	} `json:"prompts"`
-}
-
 func TestBundledModelGolden(t *testing.T) {
 	tok := loadTokenizer(t, testutil.BundledModel(t))
-	raw, err := os.ReadFile(filepath.Join(testutil.SharedDir(t), "models", "golden.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var g golden
-	if err := json.Unmarshal(raw, &g); err != nil {
-		t.Fatal(err)
-	}
-	if len(g.Prompts) == 0 {
-		t.Fatal("golden.json has no prompts")
-	}
+	prompts := testutil.Golden(t)
 	v := tok.Vocab()
 	if v.Model != ModelBPE || v.Pre != "gpt-2" || tok.VocabSize() != 4096 || !tok.AddBOS() || tok.BOS() != 0 || tok.EOS() != 1 {
 		t.Fatalf("bundled vocabulary: model %q pre %q size %d addBOS %v BOS %d EOS %d; want gpt2/gpt-2/4096/true/0/1",
@@ -43,7 +19,7 @@ func TestBundledModelGolden(t *testing.T) {
 	if !tok.IsEOG(1) || tok.IsEOG(0) {
 		t.Errorf("IsEOG(EOS=1) = %v, IsEOG(BOS=0) = %v", tok.IsEOG(1), tok.IsEOG(0))
 	}
-	for _, p := range g.Prompts {
+	for _, p := range prompts {
 		if got := tok.Encode(p.Prompt, true, true); !slices.Equal(got, p.PromptIDs) {
 			t.Errorf("Encode(%q) = %v, want %v", p.Prompt, got, p.PromptIDs)
 		}

@@ -331,32 +331,6 @@ func TestTokenizeSpecial(t *testing.T) {
 	}
 }
 
-// golden is models/golden.json: greedy continuations of the bundled model.
-type golden struct {
-	Prompts []struct {
-		Prompt       string  `json:"prompt"`
-		PromptIDs    []int32 `json:"prompt_ids"`
-		GeneratedIDs []int32 `json:"generated_ids"`
-		Text         string  `json:"text"`
-	} `json:"prompts"`
-}
-
-func loadGolden(t *testing.T) golden {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testutil.SharedDir(t), "models", "golden.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var g golden
-	if err := json.Unmarshal(b, &g); err != nil {
-		t.Fatal(err)
-	}
-	if len(g.Prompts) == 0 {
-		t.Fatal("golden.json has no prompts")
-	}
-	return g
-}
-
 // runOut is what run --json prints.
 type runOut struct {
 	PromptTokens []int32 `json:"prompt_tokens"`
@@ -380,9 +354,9 @@ func greedy(t *testing.T, model, prompt string, n int) runOut {
 
 func TestRunGolden(t *testing.T) {
 	t.Parallel()
-	g := loadGolden(t)
+	g := testutil.Golden(t)
 	model := testutil.BundledModel(t)
-	for _, p := range g.Prompts[:2] {
+	for _, p := range g[:2] {
 		out := greedy(t, model, p.Prompt, 8)
 		if !slices.Equal(out.PromptTokens, p.PromptIDs) {
 			t.Errorf("%q: prompt tokens %v, want %v", p.Prompt, out.PromptTokens, p.PromptIDs)
@@ -399,7 +373,7 @@ func TestRunGolden(t *testing.T) {
 	}
 
 	// Streaming prints the same text (and a final newline) on stdout.
-	p := g.Prompts[0]
+	p := g[0]
 	res := mustPipeline(t, "run", "--model", model, "--prompt", p.Prompt, "--temperature", "0", "--max-tokens", "8")
 	want, _ := strings.CutSuffix(res.stdout, "\n")
 	if want == "" || !strings.HasPrefix(p.Text, want) {
@@ -556,7 +530,7 @@ func matchingPrefix(a, b []int32) int {
 
 func TestQuantizeBundledModel(t *testing.T) {
 	t.Parallel()
-	g := loadGolden(t)
+	g := testutil.Golden(t)
 	model := testutil.BundledModel(t)
 	dir := t.TempDir()
 	for _, tt := range []struct{ typ, want string }{{"q8_0", "Q8_0"}, {"q4_k", "Q4_K"}} {
@@ -580,7 +554,7 @@ func TestQuantizeBundledModel(t *testing.T) {
 		// Prompts 0 and 2; on prompts 1 and 3 the F16 model's first two
 		// logits are within 0.25 of each other, and Q4_K's error flips them.
 		for _, i := range []int{0, 2} {
-			p := g.Prompts[i]
+			p := g[i]
 			res := greedy(t, out, p.Prompt, 16)
 			n := matchingPrefix(res.Tokens, p.GeneratedIDs)
 			t.Logf("%s %q: first %d of 16 tokens match the F16 model", tt.typ, p.Prompt, n)

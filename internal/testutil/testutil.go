@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -57,4 +58,35 @@ func SharedDir(tb testing.TB) string {
 		tb.Skipf("testutil: shared folder %s not found (set FORGEPIPE_SHARED)", dir)
 	}
 	return dir
+}
+
+// GoldenPrompt is one prompt of models/golden.json.
+type GoldenPrompt struct {
+	Prompt       string       `json:"prompt"`
+	PromptIDs    []int32      `json:"prompt_ids"`    // BOS first
+	GeneratedIDs []int32      `json:"generated_ids"` // 64 greedy tokens
+	Text         string       `json:"text"`          // their decoding
+	Top5First    [][2]float64 `json:"top5_first"`    // [id, logit] at the first generated position
+}
+
+// Golden returns the prompts of models/golden.json: greedy continuations of
+// the bundled model computed in PyTorch (float32) from the file's F16
+// weights, confirmed by two further implementations and by llama.cpp (see
+// shared/models/README.md).
+func Golden(tb testing.TB) []GoldenPrompt {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(RepoRoot(tb), "models", "golden.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var g struct {
+		Prompts []GoldenPrompt `json:"prompts"`
+	}
+	if err := json.Unmarshal(data, &g); err != nil {
+		tb.Fatalf("golden.json: %v", err)
+	}
+	if len(g.Prompts) == 0 {
+		tb.Fatal("golden.json has no prompts")
+	}
+	return g.Prompts
 }
