@@ -6,7 +6,7 @@ PROMPT    ?= Prince Andrew
 FUZZTIME  ?= 30s
 export CGO_ENABLED := 0
 
-.PHONY: all build run test unit fuzz bench vet clean
+.PHONY: all build run test unit openai-test fuzz bench vet clean
 
 all: build
 
@@ -17,14 +17,21 @@ build:
 run: build
 	./$(BIN) run --model $(MODEL) --prompt "$(PROMPT)" --max-tokens 64 --temperature 0.8 --seed 1
 
-# Everything CI runs: vet, the whole test suite, then a short fuzz of the GGUF parser.
-test: vet unit fuzz
+# Everything CI runs: vet, the whole test suite, the openai npm client against
+# the server, then a short fuzz of the GGUF parser.
+test: vet unit openai-test fuzz
 
 vet:
 	$(GO) vet ./...
 
 unit:
 	$(GO) test -count=1 -timeout 30m ./...
+
+# The official openai npm client against `pipeline serve`'s API (tests/openai);
+# installs the pinned package from the npm registry when it is missing.
+openai-test:
+	@test -f tests/openai/node_modules/openai/package.json || npm ci --prefix tests/openai --no-audit --no-fund
+	FORGEPIPE_NODE_TEST=1 $(GO) test -count=1 -run '^TestOpenAINodeClient$$' ./tests/openai
 
 fuzz:
 	$(GO) test ./gguf -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME)

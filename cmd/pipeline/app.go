@@ -77,10 +77,13 @@ func (a *app) rootCommand() *cobra.Command {
 	root.PersistentFlags().BoolVar(&a.logJSON, "log-json", false, "write logs to stderr as JSON lines")
 	root.AddCommand(
 		a.runCommand(),
+		a.benchCommand(),
 		a.tokenizeCommand(),
 		a.inspectCommand(),
 		a.genModelCommand(),
 		a.quantizeCommand(),
+		a.serveCommand(),
+		a.loadtestCommand(),
 	)
 	// Logging before the flags are parsed (a flag error) goes to the console.
 	a.log = zerolog.New(zerolog.ConsoleWriter{Out: a.stderr, NoColor: true}).With().Timestamp().Logger()

@@ -8,11 +8,15 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/forgepipe/forgepipe"
 	"github.com/forgepipe/forgepipe/model"
 	"github.com/forgepipe/forgepipe/sample"
 )
@@ -28,6 +32,67 @@ type runFlags struct {
 	topP, minP    float32
 	repeatPenalty float32
 	asJSON        bool
+	pipe          pipelineFlags
+}
+
+// pipelineFlags choose between the actor pipeline and the eager path and
+// tune the pipeline; run and bench share them.
+type pipelineFlags struct {
+	eager        bool
+	backend      string
+	prefetch     int
+	weightBudget string
+	inline       bool
+}
+
+func (pf *pipelineFlags) register(f *pflag.FlagSet) {
+	f.BoolVar(&pf.eager, "eager", false, "use the sequential path: every weight loaded before the first token, no actors")
+	f.StringVar(&pf.backend, "backend", "auto", "device: auto, host")
+	f.IntVar(&pf.prefetch, "prefetch", 2, "layers the uploader copies ahead of the one being computed")
+	f.BoolVar(&pf.inline, "inline-layers", false, "run the layer actors on their sender's goroutine (no thread handoff per hop; no overlap between layers)")
+	f.StringVar(&pf.weightBudget, "weight-budget", "0", "most device memory for the blocks' weights, in bytes or with a KiB/MiB/GiB suffix (0: no limit)")
+}
+
+// options turns the flags into pipeline options.
+func (pf *pipelineFlags) options(a *app, ctxSize int) ([]forgepipe.Option, error) {
+	if pf.prefetch < 0 {
+		return nil, fmt.Errorf("--prefetch %d: want >= 0", pf.prefetch)
+	}
+	budget, err := parseBytes(pf.weightBudget)
+	if err != nil {
+		return nil, fmt.Errorf("--weight-budget %q: %w", pf.weightBudget, err)
+	}
+	if pf.backend != "auto" && pf.backend != "host" {
+		return nil, fmt.Errorf("--backend %q: want auto or host", pf.backend)
+	}
+	opts := []forgepipe.Option{
+		forgepipe.WithBackend(pf.backend), forgepipe.WithPrefetch(pf.prefetch),
+		forgepipe.WithWeightBudget(budget), forgepipe.WithContextSize(ctxSize), forgepipe.WithLogger(a.log),
+	}
+	if pf.inline {
+		opts = append(opts, forgepipe.WithInlineLayers())
+	}
+	return opts, nil
+}
+
+// parseBytes reads a size such as 1073741824, 512MiB or 2GiB.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 || math.IsInf(n, 0) || n*float64(mult) > math.MaxInt64 {
+		return 0, errors.New("want a number of bytes >= 0, optionally with a KiB/MiB/GiB suffix")
+	}
+	return int64(n * float64(mult)), nil
 }
 
 // runOutput is what run --json prints.
@@ -40,7 +105,9 @@ type runOutput struct {
 }
 
 type runTimings struct {
+	// LoadMs is the eager path's load, or the pipeline's plan (Open).
 	LoadMs     float64 `json:"load_ms"`
+	TTFTMs     float64 `json:"ttft_ms"`
 	PromptTokS float64 `json:"prompt_tok_s"`
 	DecodeTokS float64 `json:"decode_tok_s"`
 }
@@ -74,6 +141,7 @@ func (a *app) runCommand() *cobra.Command {
 	f.Float32Var(&fl.minP, "min-p", 0.05, "drop tokens less likely than this times the most likely one, in [0, 1] (0: off)")
 	f.Float32Var(&fl.repeatPenalty, "repeat-penalty", 1, "penalty for repeated tokens (1: off)")
 	f.BoolVar(&fl.asJSON, "json", false, "print one JSON object at the end instead of streaming")
+	fl.pipe.register(f)
 	_ = cmd.MarkFlagRequired("model")
 	_ = cmd.MarkFlagRequired("prompt")
 	return cmd
@@ -119,24 +187,9 @@ func (fl *runFlags) validate() (sample.Params, error) {
 	return p, nil
 }
 
-// run loads the model and generates, streaming text unless --json is set.
+// run generates through the actor pipeline (or, with --eager, the
+// sequential path), streaming text unless --json is set.
 func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error {
-	progress, done := a.progress("loading")
-	start := time.Now()
-	m, err := model.Open(fl.model, model.Options{ContextSize: fl.ctx, Progress: progress})
-	done()
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	loadTime := time.Since(start)
-	c := m.Config
-	a.log.Info().Str("model", fl.model).Str("arch", c.Arch).Int("layers", c.Layers).Int("dim", c.Dim).
-		Int("vocab", c.Vocab).Int("ctx", m.ContextSize()).Dur("load_ms", loadTime).Msg("model loaded")
-	a.log.Debug().Uint64("seed", params.Seed).Float32("temperature", params.Temperature).
-		Int("top_k", params.TopK).Float32("top_p", params.TopP).Float32("min_p", params.MinP).
-		Float32("repeat_penalty", params.RepeatPenalty).Msg("sampling")
-
 	var stream func(string)
 	var streamed strings.Builder
 	if !fl.asJSON {
@@ -146,21 +199,23 @@ func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error
 			streamed.WriteString(piece)
 		}
 	}
-	opts := model.GenerateOptions{MaxTokens: fl.maxTokens, Sampling: params}
-	genStart := time.Now()
-	res, err := m.Generate(ctx, fl.prompt, opts, stream)
+	a.log.Debug().Uint64("seed", params.Seed).Float32("temperature", params.Temperature).
+		Int("top_k", params.TopK).Float32("top_p", params.TopP).Float32("min_p", params.MinP).
+		Float32("repeat_penalty", params.RepeatPenalty).Msg("sampling")
+	var res *model.Result
+	var ttft time.Duration
+	var err error
+	if fl.pipe.eager {
+		res, err = a.runEager(ctx, fl, params, stream)
+	} else {
+		res, ttft, err = a.runPipeline(ctx, fl, params, stream)
+	}
 	cancelled := errors.Is(err, context.Canceled)
 	if err != nil && !(cancelled && res != nil) {
 		return err
 	}
 	if cancelled {
 		res.StopReason = stopCancelled
-		if res.DecodeDuration == 0 { // cut short before Generate timed the decoding
-			res.DecodeDuration = time.Since(genStart) - res.PromptDuration
-		}
-	}
-	if res.LoadDuration == 0 {
-		res.LoadDuration = loadTime
 	}
 
 	if fl.asJSON {
@@ -169,6 +224,7 @@ func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error
 			Text: res.Text, StopReason: res.StopReason,
 			Timings: runTimings{
 				LoadMs:     float64(res.LoadDuration.Microseconds()) / 1000,
+				TTFTMs:     float64(ttft.Microseconds()) / 1000,
 				PromptTokS: res.PromptTokensPerSecond(),
 				DecodeTokS: res.DecodeTokensPerSecond(),
 			},
@@ -196,3 +252,102 @@ func nonNil(ids []int32) []int32 {
 }
 
 func round1(x float64) float64 { return math.Round(x*10) / 10 }
+
+// runEager loads every weight, then generates with the sequential forward.
+func (a *app) runEager(ctx context.Context, fl *runFlags, params sample.Params, stream func(string)) (*model.Result, error) {
+	progress, done := a.progress("loading")
+	start := time.Now()
+	m, err := model.Open(fl.model, model.Options{ContextSize: fl.ctx, Progress: progress})
+	done()
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	loadTime := time.Since(start)
+	c := m.Config
+	a.log.Info().Str("model", fl.model).Str("arch", c.Arch).Int("layers", c.Layers).Int("dim", c.Dim).
+		Int("vocab", c.Vocab).Int("ctx", m.ContextSize()).Dur("load", loadTime).Msg("model loaded")
+	opts := model.GenerateOptions{MaxTokens: fl.maxTokens, Sampling: params}
+	genStart := time.Now()
+	res, err := m.Generate(ctx, fl.prompt, opts, stream)
+	if res != nil {
+		if errors.Is(err, context.Canceled) && res.DecodeDuration == 0 { // cut short before Generate timed the decoding
+			res.DecodeDuration = time.Since(genStart) - res.PromptDuration
+		}
+		if res.LoadDuration == 0 {
+			res.LoadDuration = loadTime
+		}
+	}
+	return res, err
+}
+
+// runPipeline opens the model as an actor pipeline (headers only: the
+// weights are uploaded as the prompt reaches each layer) and generates.
+func (a *app) runPipeline(ctx context.Context, fl *runFlags, params sample.Params, stream func(string)) (*model.Result, time.Duration, error) {
+	opts, err := fl.pipe.options(a, fl.ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	p, err := forgepipe.Open(fl.model, opts...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer p.Close()
+	s, err := p.Generate(ctx, forgepipe.Request{Prompt: fl.prompt, MaxTokens: fl.maxTokens, Sampling: params})
+	if err != nil {
+		return nil, 0, err
+	}
+	// The weights are uploaded while the prompt goes through the layers:
+	// show that progress until the first token.
+	stopProgress := a.uploadProgress(p)
+	for first := true; ; first = false {
+		tok, err := s.Next()
+		if first {
+			stopProgress()
+		}
+		if err != nil {
+			break
+		}
+		if stream != nil && tok.Text != "" {
+			stream(tok.Text)
+		}
+	}
+	r, err := s.Result()
+	st := p.Stats().Uploader
+	a.log.Info().Int64("uploads", st.Uploads).Int64("uploaded_bytes", st.BytesUploaded).Int64("hits", st.Hits).
+		Int64("evictions", st.Evictions).Dur("upload_wait", time.Duration(st.WaitNanos)).Msg("uploader")
+	res := &model.Result{PromptTokens: r.PromptTokens, Tokens: r.Tokens, Text: r.Text, StopReason: r.StopReason,
+		LoadDuration: p.PlanDuration(), PromptDuration: r.PromptDuration, DecodeDuration: r.DecodeDuration}
+	return res, r.TTFT, err
+}
+
+// uploadProgress reports the uploader's bytes until the returned function is
+// called.
+func (a *app) uploadProgress(p *forgepipe.Pipeline) func() {
+	update, finish := a.progress("uploading weights")
+	total := p.WeightBytes()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				update(min(p.Stats().Uploader.BytesUploaded, total), total)
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stop)
+			wg.Wait()
+			finish()
+		})
+	}
+}

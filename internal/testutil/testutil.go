@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // RepoRoot returns the directory holding go.mod, walking up from the test's
@@ -89,4 +90,18 @@ func Golden(tb testing.TB) []GoldenPrompt {
 		tb.Fatal("golden.json has no prompts")
 	}
 	return g.Prompts
+}
+
+// WaitFor polls cond until it holds, failing the test with what after 10 s.
+// It is for state that settles asynchronously (messages still in flight
+// between actors), never for timing.
+func WaitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("not reached within 10 s: %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

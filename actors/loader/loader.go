@@ -1,0 +1,151 @@
+// Package loader is the actor that owns a model's mapped GGUF file. It
+// answers requests for tensors' host bytes with zero-copy views of the
+// mapping and reads ahead the layers about to be needed, so the uploader's
+// copies find the pages in memory.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/sys/unix"
+
+	"github.com/forgepipe/forgepipe/gguf"
+	"github.com/forgepipe/forgepipe/model"
+)
+
+// Globals is the layer number of the tensors outside the blocks
+// (token_embd, output_norm, output, rope_freqs).
+const Globals = -1
+
+// TensorRequest asks for the host bytes of the named tensors. The reply,
+// sent to ReplyTo, is a *TensorViews carrying the same ID.
+type TensorRequest struct {
+	ID      uint64
+	Names   []string
+	ReplyTo *actor.PID
+}
+
+// TensorViews answers a TensorRequest: a zero-copy view of each named
+// tensor's bytes in the mapped file (valid until the file is closed), or
+// Err naming a tensor the file lacks.
+type TensorViews struct {
+	ID    uint64
+	Views map[string][]byte
+	Err   error
+}
+
+// ReadAhead asks the loader to have a layer's pages read in the background
+// (Layer == Globals for the tensors outside the blocks). It has no reply.
+type ReadAhead struct {
+	Layer int
+}
+
+// Stats are the loader's counters, readable at any time.
+type Stats struct {
+	Requests   atomic.Int64 // TensorRequests answered
+	Tensors    atomic.Int64 // tensor views handed out
+	Bytes      atomic.Int64 // bytes in the views handed out
+	ReadAheads atomic.Int64 // ReadAhead messages acted upon
+}
+
+// ErrNoTensor is wrapped when a requested tensor is not in the file.
+var ErrNoTensor = errors.New("no such tensor")
+
+// LayerTensors lists the tensors of one layer (Globals: those outside the
+// blocks), in file order. It reads the header only.
+func LayerTensors(h *gguf.Header, layer int) []*gguf.TensorInfo {
+	var out []*gguf.TensorInfo
+	prefix := model.BlockPrefix(layer)
+	for _, t := range h.Tensors {
+		in := strings.HasPrefix(t.Name, "blk.")
+		if (layer == Globals && !in) || (layer >= 0 && strings.HasPrefix(t.Name, prefix)) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Props returns the props of a loader actor owning f. The actor does not
+// close f. Counters go to st.
+func Props(f *gguf.File, st *Stats) *actor.Props {
+	var wg sync.WaitGroup // page-touching goroutines, waited for on stop
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &loaderActor{file: f, stats: st, touching: &wg}
+	})
+}
+
+type loaderActor struct {
+	file     *gguf.File
+	stats    *Stats
+	touching *sync.WaitGroup
+}
+
+// Receive handles the loader's messages.
+func (a *loaderActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *TensorRequest:
+		ctx.Send(m.ReplyTo, a.views(m))
+	case *ReadAhead:
+		a.readAhead(m.Layer)
+	case *actor.Stopping:
+		a.touching.Wait()
+	}
+}
+
+func (a *loaderActor) views(m *TensorRequest) *TensorViews {
+	a.stats.Requests.Add(1)
+	out := &TensorViews{ID: m.ID, Views: make(map[string][]byte, len(m.Names))}
+	for _, name := range m.Names {
+		t, ok := a.file.Tensor(name)
+		if !ok {
+			return &TensorViews{ID: m.ID, Err: fmt.Errorf("%w %q in %s", ErrNoTensor, name, a.file.Path)}
+		}
+		data := a.file.TensorData(t)
+		out.Views[name] = data
+		a.stats.Tensors.Add(1)
+		a.stats.Bytes.Add(int64(len(data)))
+	}
+	return out
+}
+
+// readAhead advises the kernel that a layer's byte range is needed soon
+// (MADV_WILLNEED starts the reads without blocking); where that is not
+// possible, a goroutine touches one byte per page.
+func (a *loaderActor) readAhead(layer int) {
+	ts := LayerTensors(a.file.Header, layer)
+	if len(ts) == 0 {
+		return
+	}
+	a.stats.ReadAheads.Add(1)
+	lo, hi := ^uint64(0), uint64(0)
+	for _, t := range ts {
+		lo = min(lo, a.file.DataOffset+t.Offset)
+		hi = max(hi, a.file.DataOffset+t.Offset+t.Size)
+	}
+	data := a.file.Bytes()
+	if hi > uint64(len(data)) || lo >= hi {
+		return
+	}
+	page := uint64(unix.Getpagesize())
+	lo = lo / page * page
+	if unix.Madvise(data[lo:hi], unix.MADV_WILLNEED) == nil {
+		return
+	}
+	region := data[lo:hi]
+	a.touching.Add(1)
+	go func() {
+		defer a.touching.Done()
+		var sink byte
+		for i := 0; i < len(region); i += int(page) {
+			sink ^= region[i]
+		}
+		touchSink.Store(uint32(sink))
+	}()
+}
+
+var touchSink atomic.Uint32 // keeps the page reads from being optimised away

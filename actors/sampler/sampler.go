@@ -1,0 +1,509 @@
+// Package sampler is the actor at the ring's turning point. It embeds
+// prompts and sends them to the first layer; when activations come back from
+// the last layer it applies the final norm and the output projection to the
+// rows that need logits, samples each sequence with its own parameters,
+// streams the token to the sequence's caller, and sends the embedded token
+// back to the first layer. Everything ready at the same moment goes out as
+// one message so the layers compute it as one batch. It ends a sequence on
+// an end-of-generation token, a stop string, the token limit, a full context
+// or a Cancel, and frees the sequence's KV cache in every layer once none of
+// its activations are in flight.
+package sampler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/forgepipe/forgepipe/actors/layer"
+	"github.com/forgepipe/forgepipe/actors/uploader"
+	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/sample"
+	"github.com/forgepipe/forgepipe/tokenizer"
+)
+
+// Errors a Done may carry.
+var (
+	ErrCancelled  = errors.New("sequence cancelled")
+	ErrInvalid    = errors.New("invalid request")
+	ErrDuplicate  = errors.New("sequence id already in use")
+	ErrNoWeights  = errors.New("cannot load the output weights")
+	errNotWired   = errors.New("sampler: no layers wired")
+	weightTimeout = time.Minute
+)
+
+// Config describes the sampler.
+type Config struct {
+	Model       *model.Config
+	Tokenizer   *tokenizer.Tokenizer
+	ContextSize int
+	MaxBatch    int // most rows in one message to the first layer
+	Uploader    *actor.PID
+	Stats       *Stats
+	Log         zerolog.Logger
+}
+
+// Stats are the sampler's counters.
+type Stats struct {
+	Live      atomic.Int64 // sequences started and not yet freed
+	Started   atomic.Int64
+	Finished  atomic.Int64
+	Tokens    atomic.Int64 // tokens sampled
+	Messages  atomic.Int64 // messages sent to the first layer
+	Rows      atomic.Int64 // rows sent to the first layer
+	LogitRows atomic.Int64 // rows projected to logits
+}
+
+// Props returns the props of the sampler actor. Its state survives a
+// restart; the sequences of a message being handled when it panicked are
+// failed.
+func Props(cfg Config) *actor.Props {
+	st := &state{seqs: make(map[layer.SeqID]*seqState)}
+	return actor.PropsFromProducer(func() actor.Actor { return &samplerActor{cfg: &cfg, st: st} })
+}
+
+type seqState struct {
+	start    *Start
+	smp      *sample.Sampler
+	dec      *tokenizer.Decoder
+	text     strings.Builder
+	emitted  int
+	pos      int // positions filled in the KV caches once in-flight work is done
+	tokens   []int32
+	inflight int // segments in the ring
+	done     bool
+	t0       time.Time // Start received
+	tEmbed   time.Time
+	tFirst   time.Time
+}
+
+type outRow struct {
+	seg layer.Segment
+	x   []float32
+}
+
+type state struct {
+	layers   []*actor.PID
+	seqs     map[layer.SeqID]*seqState
+	m        *model.Model // the globals bound, once uploaded
+	asked    bool
+	waiting  []*Start // before the globals are ready
+	out      []outRow
+	flush    bool
+	inflight []layer.SeqID // sequences of the message being handled
+	timer    *time.Timer
+	started  bool
+}
+
+type samplerActor struct {
+	cfg *Config
+	st  *state
+}
+
+type flushMsg struct{}
+type globalsTimeout struct{}
+
+// Receive handles the sampler's messages.
+func (a *samplerActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		if a.st.started {
+			a.restarted(ctx)
+		}
+		a.st.started = true
+	case *Wire:
+		a.st.layers = m.Layers
+	case *Start:
+		a.start(ctx, m)
+	case *uploader.WeightsReady:
+		a.globalsReady(ctx, m)
+	case *globalsTimeout:
+		if a.st.m == nil && a.st.asked {
+			a.failWaiting(ctx, fmt.Errorf("%w: no answer from the uploader in %v", ErrNoWeights, weightTimeout))
+		}
+	case *layer.Activations:
+		a.activations(ctx, m)
+	case *flushMsg:
+		a.st.flush = false
+		a.flushOut(ctx)
+	case *layer.Failed:
+		for _, id := range m.Seqs {
+			s := a.st.seqs[id]
+			if s == nil {
+				continue
+			}
+			s.inflight--
+			if !s.done {
+				a.finish(ctx, s, StopError, m.Err)
+			}
+			a.maybeFree(ctx, s)
+		}
+	case *Cancel:
+		if s := a.st.seqs[m.Seq]; s != nil && !s.done {
+			err := m.Err
+			if err == nil {
+				err = ErrCancelled
+			}
+			a.dropOut(m.Seq)
+			a.finish(ctx, s, StopCancelled, err)
+			a.maybeFree(ctx, s)
+		}
+	case *actor.Stopping:
+		if a.st.timer != nil {
+			a.st.timer.Stop()
+		}
+	}
+}
+
+// restarted recovers after a panic: the sequences of the message being
+// handled fail (their state may be half updated), and a flush lost with
+// the crash is queued again.
+func (a *samplerActor) restarted(ctx actor.Context) {
+	seqs := a.st.inflight
+	a.st.inflight = nil
+	for _, id := range seqs {
+		if s := a.st.seqs[id]; s != nil && !s.done {
+			a.finish(ctx, s, StopError, fmt.Errorf("sampler: %w", layer.ErrPanic))
+			a.maybeFree(ctx, s)
+		}
+	}
+	a.st.flush = false
+	if len(a.st.out) > 0 {
+		a.st.flush = true
+		ctx.Send(ctx.Self(), &flushMsg{})
+	}
+}
+
+// validate checks a Start before it enters the ring.
+func (a *samplerActor) validate(m *Start) error {
+	switch {
+	case (m.ReplyTo == nil) == (m.Sink == nil):
+		return fmt.Errorf("%w: exactly one of ReplyTo and Sink must be set", ErrInvalid)
+	case len(m.Tokens) == 0:
+		return fmt.Errorf("%w: %w", ErrInvalid, model.ErrEmptyPrompt)
+	case len(m.Tokens) >= a.cfg.ContextSize:
+		return fmt.Errorf("%w: the prompt has %d tokens, the context holds %d", model.ErrContextFull, len(m.Tokens), a.cfg.ContextSize)
+	case m.MaxTokens <= 0:
+		return fmt.Errorf("%w: max tokens must be > 0, got %d", ErrInvalid, m.MaxTokens)
+	case a.st.seqs[m.Seq] != nil:
+		return fmt.Errorf("%w: %d", ErrDuplicate, m.Seq)
+	case len(a.st.layers) == 0:
+		return errNotWired
+	}
+	for _, id := range m.Tokens {
+		if id < 0 || int(id) >= a.cfg.Model.Vocab {
+			return fmt.Errorf("%w: token id %d out of range [0, %d)", ErrInvalid, id, a.cfg.Model.Vocab)
+		}
+	}
+	return m.Params.Validate()
+}
+
+func (a *samplerActor) start(ctx actor.Context, m *Start) {
+	if err := a.validate(m); err != nil {
+		if m.ReplyTo != nil || m.Sink != nil {
+			a.deliverDone(ctx, m, &Done{Seq: m.Seq, Err: err, Result: Result{StopReason: StopError, PromptTokens: m.Tokens}})
+		}
+		return
+	}
+	s := &seqState{start: m, smp: sample.New(m.Params), dec: a.cfg.Tokenizer.NewDecoder(), t0: time.Now()}
+	for _, id := range m.Tokens {
+		s.smp.Accept(id)
+	}
+	a.st.seqs[m.Seq] = s
+	a.cfg.Stats.Live.Add(1)
+	a.cfg.Stats.Started.Add(1)
+	if a.st.m == nil {
+		a.st.waiting = append(a.st.waiting, m)
+		if !a.st.asked {
+			a.st.asked = true
+			self, root := ctx.Self(), ctx.ActorSystem().Root
+			a.st.timer = time.AfterFunc(weightTimeout, func() { root.Send(self, &globalsTimeout{}) })
+			ctx.Send(a.cfg.Uploader, &uploader.WeightsRequest{Layer: uploader.Globals, ReplyTo: self})
+		}
+		return
+	}
+	a.embedPrompt(ctx, s)
+}
+
+func (a *samplerActor) globalsReady(ctx actor.Context, m *uploader.WeightsReady) {
+	if a.st.timer != nil {
+		a.st.timer.Stop()
+		a.st.timer = nil
+	}
+	if a.st.m != nil {
+		return
+	}
+	err := m.Err
+	g, ok := m.Weights.(*model.Globals)
+	if err == nil && !ok {
+		err = fmt.Errorf("uploader sent %T, want *model.Globals", m.Weights)
+	}
+	if err == nil && m.Ready != nil {
+		// The sampler computes on this thread (host backend): it needs the
+		// bytes themselves, once, before the first embedding.
+		err = m.Ready.Synchronize(context.Background())
+	}
+	if err != nil {
+		a.st.asked = false // a later Start asks again
+		a.failWaiting(ctx, fmt.Errorf("%w: %w", ErrNoWeights, err))
+		return
+	}
+	if g.Output == nil {
+		g.Output = g.TokenEmbd
+	}
+	if g.RopeFreqs != nil {
+		// Set before any activations leave: the layers read it after
+		// receiving them.
+		a.cfg.Model.Rope.FreqFactors = g.RopeFreqs
+	}
+	a.st.m = &model.Model{Config: a.cfg.Model, Tokenizer: a.cfg.Tokenizer, Globals: *g}
+	waiting := a.st.waiting
+	a.st.waiting = nil
+	for _, w := range waiting {
+		if s := a.st.seqs[w.Seq]; s != nil && !s.done {
+			a.embedPrompt(ctx, s)
+		}
+	}
+}
+
+func (a *samplerActor) failWaiting(ctx actor.Context, err error) {
+	waiting := a.st.waiting
+	a.st.waiting = nil
+	for _, w := range waiting {
+		if s := a.st.seqs[w.Seq]; s != nil && !s.done {
+			a.finish(ctx, s, StopError, err)
+			a.maybeFree(ctx, s)
+		}
+	}
+}
+
+// embedPrompt queues the prompt in chunks of at most MaxBatch rows; the
+// last chunk asks for logits.
+func (a *samplerActor) embedPrompt(ctx actor.Context, s *seqState) {
+	s.tEmbed = time.Now()
+	ids, dim := s.start.Tokens, a.cfg.Model.Dim
+	for off := 0; off < len(ids); off += a.cfg.MaxBatch {
+		chunk := ids[off:min(off+a.cfg.MaxBatch, len(ids))]
+		x := make([]float32, len(chunk)*dim)
+		if err := a.st.m.Embed(x, chunk); err != nil {
+			a.finish(ctx, s, StopError, err)
+			a.dropOut(s.start.Seq)
+			a.maybeFree(ctx, s)
+			return
+		}
+		last := off+len(chunk) == len(ids)
+		a.queue(ctx, outRow{seg: layer.Segment{Seq: s.start.Seq, Pos: off, N: len(chunk), Logits: last}, x: x})
+	}
+	s.pos = len(ids)
+}
+
+// queue adds a segment for the first layer and makes sure a flush follows
+// what is already in the mailbox.
+func (a *samplerActor) queue(ctx actor.Context, r outRow) {
+	a.st.out = append(a.st.out, r)
+	if !a.st.flush {
+		a.st.flush = true
+		ctx.Send(ctx.Self(), &flushMsg{})
+	}
+}
+
+// dropOut removes a sequence's segments that have not been sent yet.
+func (a *samplerActor) dropOut(id layer.SeqID) {
+	out := a.st.out[:0]
+	for _, r := range a.st.out {
+		if r.seg.Seq != id {
+			out = append(out, r)
+		}
+	}
+	a.st.out = out
+}
+
+// flushOut sends the queued segments to the first layer, packed in order
+// into messages of at most MaxBatch rows.
+func (a *samplerActor) flushOut(ctx actor.Context) {
+	dim := a.cfg.Model.Dim
+	for len(a.st.out) > 0 {
+		n, rows := 0, 0
+		for n < len(a.st.out) && (n == 0 || rows+a.st.out[n].seg.N <= a.cfg.MaxBatch) {
+			rows += a.st.out[n].seg.N
+			n++
+		}
+		msg := &layer.Activations{X: make([]float32, 0, rows*dim), Segs: make([]layer.Segment, 0, n)}
+		for _, r := range a.st.out[:n] {
+			msg.X = append(msg.X, r.x...)
+			msg.Segs = append(msg.Segs, r.seg)
+			a.st.seqs[r.seg.Seq].inflight++
+		}
+		a.st.out = a.st.out[n:]
+		a.cfg.Stats.Messages.Add(1)
+		a.cfg.Stats.Rows.Add(int64(rows))
+		ctx.Send(a.st.layers[0], msg)
+	}
+	a.st.out = nil
+}
+
+// activations handles rows back from the last layer: logits for the rows
+// that need them (one projection for all), then a step per sequence.
+func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
+	c := a.cfg.Model
+	dim := c.Dim
+	var need []*seqState
+	var xs []float32
+	row := 0
+	a.st.inflight = a.st.inflight[:0]
+	for _, sg := range m.Segs {
+		s := a.st.seqs[sg.Seq]
+		last := row + sg.N - 1
+		row += sg.N
+		if s == nil {
+			continue
+		}
+		s.inflight--
+		if s.done {
+			a.maybeFree(ctx, s)
+			continue
+		}
+		if !sg.Logits {
+			continue
+		}
+		need = append(need, s)
+		a.st.inflight = append(a.st.inflight, sg.Seq)
+		xs = append(xs, m.X[last*dim:(last+1)*dim]...)
+	}
+	if len(need) == 0 {
+		a.st.inflight = nil
+		return
+	}
+	logits := make([]float32, len(need)*c.Vocab)
+	a.st.m.Logits(logits, xs, len(need))
+	a.cfg.Stats.LogitRows.Add(int64(len(need)))
+	for i, s := range need {
+		a.step(ctx, s, logits[i*c.Vocab:(i+1)*c.Vocab])
+	}
+	a.st.inflight = nil
+}
+
+// step samples one token for s, as model.Generate does.
+func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32) {
+	now := time.Now()
+	first := s.tFirst.IsZero()
+	if first {
+		s.tFirst = now
+	}
+	var kept []float32
+	if s.start.Logits {
+		kept = append([]float32(nil), logits...)
+	}
+	id := s.smp.Sample(logits)
+	s.smp.Accept(id)
+	a.cfg.Stats.Tokens.Add(1)
+	if a.cfg.Tokenizer.IsEOG(id) {
+		a.finish(ctx, s, model.StopEOS, nil)
+		a.maybeFree(ctx, s)
+		return
+	}
+	s.tokens = append(s.tokens, id)
+	s.text.WriteString(s.dec.Next(id))
+	tok := &Token{Seq: s.start.Seq, Index: len(s.tokens) - 1, ID: id, Logits: kept}
+	text := s.text.String()
+	if stop, cut := model.FindStop(text, s.start.Stop); stop {
+		tok.Text = cut[min(s.emitted, len(cut)):]
+		s.emitted = max(s.emitted, len(cut))
+		a.deliverToken(ctx, s, tok)
+		a.finishText(ctx, s, model.StopString, cut, nil)
+		a.maybeFree(ctx, s)
+		return
+	}
+	upto := len(text) - model.HeldBack(text, s.start.Stop)
+	if upto > s.emitted {
+		tok.Text = text[s.emitted:upto]
+		s.emitted = upto
+	}
+	a.deliverToken(ctx, s, tok)
+	if e := a.cfg.Log.Debug(); e.Enabled() {
+		e.Uint64("seq", uint64(s.start.Seq)).Int32("token", id).Int("pos", s.pos).Msg("token")
+	}
+	switch {
+	case len(s.tokens) >= s.start.MaxTokens:
+		a.finish(ctx, s, model.StopMaxTokens, nil)
+	case s.pos >= a.cfg.ContextSize:
+		a.finish(ctx, s, model.StopContext, nil)
+	default:
+		x := make([]float32, a.cfg.Model.Dim)
+		if err := a.st.m.Embed(x, []int32{id}); err != nil {
+			a.finish(ctx, s, StopError, err)
+			break
+		}
+		a.queue(ctx, outRow{seg: layer.Segment{Seq: s.start.Seq, Pos: s.pos, N: 1, Logits: true}, x: x})
+		s.pos++
+	}
+	a.maybeFree(ctx, s)
+}
+
+// finish ends s with everything decoded so far as its text (the decoder
+// flushed, unless it failed).
+func (a *samplerActor) finish(ctx actor.Context, s *seqState, reason string, err error) {
+	if err == nil {
+		s.text.WriteString(s.dec.Flush())
+	}
+	a.finishText(ctx, s, reason, s.text.String(), err)
+}
+
+// finishText sends the Done of s with its final text and the text not
+// streamed yet as the Tail.
+func (a *samplerActor) finishText(ctx actor.Context, s *seqState, reason, text string, err error) {
+	s.done = true
+	a.dropOut(s.start.Seq)
+	d := &Done{Seq: s.start.Seq, Err: err}
+	if err == nil && len(text) > s.emitted {
+		d.Tail = text[s.emitted:]
+		s.emitted = len(text)
+	}
+	r := Result{PromptTokens: s.start.Tokens, Tokens: s.tokens, Text: text, StopReason: reason}
+	if !s.tFirst.IsZero() {
+		r.TTFT = s.tFirst.Sub(s.t0)
+		r.PromptDuration = s.tFirst.Sub(s.tEmbed)
+		r.DecodeDuration = time.Since(s.tFirst)
+	}
+	d.Result = r
+	a.cfg.Stats.Finished.Add(1)
+	a.deliverDone(ctx, s.start, d)
+}
+
+// maybeFree forgets a finished sequence once none of its segments are in
+// the ring, and tells every layer to drop its KV cache.
+func (a *samplerActor) maybeFree(ctx actor.Context, s *seqState) {
+	if !s.done || s.inflight > 0 {
+		return
+	}
+	if _, ok := a.st.seqs[s.start.Seq]; !ok {
+		return
+	}
+	delete(a.st.seqs, s.start.Seq)
+	a.cfg.Stats.Live.Add(-1)
+	for _, pid := range a.st.layers {
+		ctx.Send(pid, &layer.FreeSequence{Seq: s.start.Seq})
+	}
+}
+
+func (a *samplerActor) deliverToken(ctx actor.Context, s *seqState, t *Token) {
+	if s.start.ReplyTo != nil {
+		ctx.Send(s.start.ReplyTo, t)
+		return
+	}
+	s.start.Sink.Token(t)
+}
+
+func (a *samplerActor) deliverDone(ctx actor.Context, m *Start, d *Done) {
+	if m.ReplyTo != nil {
+		ctx.Send(m.ReplyTo, d)
+		return
+	}
+	m.Sink.Done(d)
+}

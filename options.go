@@ -1,0 +1,77 @@
+package forgepipe
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+)
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	backend     string
+	prefetch    int
+	budget      int64
+	maxSeqs     int
+	queueSize   int
+	contextSize int
+	maxBatch    int
+	system      *actor.ActorSystem
+	log         zerolog.Logger
+	fault       func(layer int, seq SeqID) // tests only
+	dispatcher  actor.Dispatcher
+}
+
+func defaultOptions() options {
+	return options{backend: "auto", prefetch: 2, maxSeqs: 16, queueSize: 64, maxBatch: 128, log: zerolog.Nop()}
+}
+
+// WithBackend picks the device: "auto" (the default: a GPU if one can be
+// used, else the CPU) or "host".
+func WithBackend(name string) Option { return func(o *options) { o.backend = name } }
+
+// WithPrefetch sets how many layers the uploader copies ahead of the one
+// being asked for (default 2).
+func WithPrefetch(layers int) Option { return func(o *options) { o.prefetch = layers } }
+
+// WithWeightBudget caps the device memory held by the transformer blocks'
+// weights, in bytes; blocks are evicted and uploaded again as needed, so a
+// model larger than the budget still runs (0, the default: no cap). The
+// embedding and output weights, needed by every token, stay resident
+// outside the budget. A block larger than the budget is an error.
+func WithWeightBudget(bytes int64) Option { return func(o *options) { o.budget = bytes } }
+
+// WithMaxSequences sets how many sequences generate at once (default 16);
+// further requests wait in the queue.
+func WithMaxSequences(n int) Option { return func(o *options) { o.maxSeqs = n } }
+
+// WithQueueSize sets how many requests may wait for a free slot (default
+// 64); beyond it Generate fails with ErrQueueFull.
+func WithQueueSize(n int) Option { return func(o *options) { o.queueSize = n } }
+
+// WithContextSize caps the tokens of one sequence (default: the model's
+// trained context length).
+func WithContextSize(tokens int) Option { return func(o *options) { o.contextSize = tokens } }
+
+// WithMaxBatch sets the most rows a layer computes in one step (default
+// 128); prompts are split into chunks of this size.
+func WithMaxBatch(rows int) Option { return func(o *options) { o.maxBatch = rows } }
+
+// WithActorSystem runs the pipeline's actors in an existing actor system.
+// Close then stops only the pipeline's actors, not the system.
+func WithActorSystem(system *actor.ActorSystem) Option {
+	return func(o *options) { o.system = system }
+}
+
+// WithLogger sets the logger (default: none). When the pipeline makes its
+// own actor system, protoactor's log goes to it too.
+func WithLogger(log zerolog.Logger) Option { return func(o *options) { o.log = log } }
+
+// WithInlineLayers runs the layer actors on the goroutine of whoever sends
+// them activations (protoactor's synchronized dispatcher) instead of a
+// goroutine per mailbox run: a token then crosses the ring without a thread
+// handoff, which is faster for few sequences on few cores, but the layers no
+// longer overlap with each other.
+func WithInlineLayers() Option {
+	return func(o *options) { o.dispatcher = actor.NewSynchronizedDispatcher(300) }
+}
