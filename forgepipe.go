@@ -248,7 +248,9 @@ type Request struct {
 
 // Generate validates req, waits for a sequence slot (ErrQueueFull when too
 // many requests are already waiting) and starts the sequence. Cancelling
-// ctx ends it and frees its KV caches.
+// ctx ends it and frees its KV caches. A zerolog logger carried by ctx
+// (zerolog.Ctx) logs the sequence in the pipeline, so a caller's request id
+// appears in the pipeline's own log lines.
 func (p *Pipeline) Generate(ctx context.Context, req Request) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -288,10 +290,16 @@ func (p *Pipeline) Generate(ctx context.Context, req Request) (*Stream, error) {
 	p.streams[s.seq] = s
 	p.mu.Unlock()
 	root, pid, seq := p.system.Root, p.samplerPID, s.seq
-	root.Send(pid, &sampler.Start{
+	start := &sampler.Start{
 		Seq: seq, Tokens: append([]int32(nil), ids...), Params: req.Sampling, MaxTokens: req.MaxTokens,
 		Stop: req.Stop, Logits: req.Logits, Sink: s,
-	})
+	}
+	// A logger the caller put in ctx (zerolog's WithContext, e.g. carrying
+	// an HTTP request id) logs this sequence in the pipeline too.
+	if l := zerolog.Ctx(ctx); l.GetLevel() != zerolog.Disabled {
+		start.Log = l
+	}
+	root.Send(pid, start)
 	// Registered after the Start was sent, so a Cancel always follows it.
 	s.setCancel(context.AfterFunc(ctx, func() {
 		root.Send(pid, &sampler.Cancel{Seq: seq, Err: context.Cause(ctx)})

@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"github.com/rs/zerolog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -24,6 +25,10 @@ type Start struct {
 	// Exactly one of ReplyTo and Sink receives the sequence's output.
 	ReplyTo *actor.PID
 	Sink    Sink
+	// Log, if set, is this sequence's logger (e.g. one carrying the HTTP
+	// request id); the sampler adds the sequence id and logs the
+	// sequence's start, tokens (debug) and end with it.
+	Log *zerolog.Logger
 }
 
 // Cancel ends a sequence early: its Done carries StopCancelled and Err.

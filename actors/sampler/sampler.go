@@ -76,7 +76,8 @@ type seqState struct {
 	emitted  int
 	pos      int // positions filled in the KV caches once in-flight work is done
 	tokens   []int32
-	inflight int // segments in the ring
+	log      zerolog.Logger // the sampler's or Start.Log, with the sequence id
+	inflight int            // segments in the ring
 	done     bool
 	t0       time.Time // Start received
 	tEmbed   time.Time
@@ -212,6 +213,12 @@ func (a *samplerActor) start(ctx actor.Context, m *Start) {
 		return
 	}
 	s := &seqState{start: m, smp: sample.New(m.Params), dec: a.cfg.Tokenizer.NewDecoder(), t0: time.Now()}
+	base := a.cfg.Log
+	if m.Log != nil {
+		base = *m.Log
+	}
+	s.log = base.With().Uint64("seq", uint64(m.Seq)).Logger()
+	s.log.Debug().Int("prompt_tokens", len(m.Tokens)).Int("max_tokens", m.MaxTokens).Msg("sequence started")
 	for _, id := range m.Tokens {
 		s.smp.Accept(id)
 	}
@@ -426,8 +433,8 @@ func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32) {
 		s.emitted = upto
 	}
 	a.deliverToken(ctx, s, tok)
-	if e := a.cfg.Log.Debug(); e.Enabled() {
-		e.Uint64("seq", uint64(s.start.Seq)).Int32("token", id).Int("pos", s.pos).Msg("token")
+	if e := s.log.Debug(); e.Enabled() {
+		e.Int32("token", id).Int("pos", s.pos).Msg("token")
 	}
 	switch {
 	case len(s.tokens) >= s.start.MaxTokens:
@@ -473,6 +480,7 @@ func (a *samplerActor) finishText(ctx actor.Context, s *seqState, reason, text s
 	}
 	d.Result = r
 	a.cfg.Stats.Finished.Add(1)
+	s.log.Debug().Str("stop", reason).Int("tokens", len(s.tokens)).Err(err).Dur("ttft_ms", r.TTFT).Msg("sequence finished")
 	a.deliverDone(ctx, s.start, d)
 }
 
