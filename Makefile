@@ -6,7 +6,7 @@ PROMPT    ?= Prince Andrew
 FUZZTIME  ?= 30s
 export CGO_ENABLED := 0
 
-.PHONY: all build run test unit openai-test fuzz bench vet clean
+.PHONY: all build run test unit openai-test fuzz bench vet amd-check clean
 
 all: build
 
@@ -18,8 +18,9 @@ run: build
 	./$(BIN) run --model $(MODEL) --prompt "$(PROMPT)" --max-tokens 64 --temperature 0.8 --seed 1
 
 # Everything CI runs: vet, the whole test suite, the openai npm client against
-# the server, then a short fuzz of the GGUF parser.
-test: vet unit openai-test fuzz
+# the server, the AMD compile check of the GPU kernels, then a short fuzz of
+# the GGUF parser.
+test: vet unit openai-test amd-check fuzz
 
 vet:
 	$(GO) vet ./...
@@ -32,6 +33,20 @@ unit:
 openai-test:
 	@test -f tests/openai/node_modules/openai/package.json || npm ci --prefix tests/openai --no-audit --no-fund
 	FORGEPIPE_NODE_TEST=1 $(GO) test -count=1 -run '^TestOpenAINodeClient$$' ./tests/openai
+
+# Every GPU kernel source compiles for AMD, warning-free: CDNA (gfx90a, wave
+# 64) and RDNA (gfx1030, wave 32), with Debian's hipcc (.ci/run installs it).
+# The sources are written once for NVIDIA and AMD (kernels/gpu/src/compat.h).
+HIPCC     ?= hipcc
+AMD_ARCHS ?= gfx90a gfx1030
+amd-check:
+	@command -v $(HIPCC) >/dev/null || { echo "amd-check: installing Debian's hipcc" >&2; apt-get update -qq && apt-get install -y -qq hipcc; } \
+		|| { echo "amd-check: $(HIPCC) not found and could not be installed (apt-get install hipcc)" >&2; exit 1; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	for arch in $(AMD_ARCHS); do for f in kernels/gpu/src/*.cu; do \
+		$(HIPCC) --offload-arch=$$arch --cuda-device-only -c -Wall -Wextra -Werror -o $$tmp/out.o $$f 2>$$tmp/err || { cat $$tmp/err >&2; exit 1; }; \
+		echo "amd-check: $$f $$arch ok"; \
+	done; done
 
 fuzz:
 	$(GO) test ./gguf -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME)

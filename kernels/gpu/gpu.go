@@ -1,0 +1,601 @@
+// Package gpu holds the GPU versions of forgepipe's kernels: sources in one
+// HIP/CUDA dialect (src/*.cu, with src/compat.h hiding warp size,
+// shuffles and half/bfloat16), compiled at run time by the device's driver
+// (nvrtc or hiprtc, cached on disk by the driver), and typed Go wrappers
+// that launch them on a stream.
+//
+// Every kernel has a host reference in package kernels (or gguf for the
+// dequantisers); the tests check each against it within the tolerances in
+// TOLERANCES.md. Activations are float32 throughout: matrix-vector products
+// dequantise the weights in registers and accumulate in float32 (the host
+// quantises activations to Q8_0/Q8_K instead, so the GPU is the more exact
+// of the two). Prompt-sized products dequantise the weights to half and
+// run a BLAS GEMM with float32 accumulation.
+//
+// All sizes are element counts; all pointers are device pointers that the
+// caller owns. Wrappers enqueue and return; a bad argument is an error
+// wrapping hip.ErrInvalidValue, never a launch.
+package gpu
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/forgepipe/forgepipe/gguf"
+	"github.com/forgepipe/forgepipe/hip"
+	"github.com/forgepipe/forgepipe/kernels"
+)
+
+//go:embed src/compat.h src/*.cu
+var srcFS embed.FS
+
+// sourceFiles are the kernel sources, in the order they are concatenated.
+var sourceFiles = []string{"quant.cu", "ops.cu", "attention.cu"}
+
+// Source returns the module source the drivers compile: compat.h followed
+// by every .cu file, their `#include "compat.h"` lines removed (nvrtc and
+// hiprtc see one translation unit and need no include path).
+func Source() string {
+	var b strings.Builder
+	b.WriteString(mustRead("src/compat.h"))
+	for _, f := range sourceFiles {
+		fmt.Fprintf(&b, "\n// ---- %s\n", f)
+		for _, line := range strings.SplitAfter(mustRead("src/"+f), "\n") {
+			if strings.TrimSpace(line) == `#include "compat.h"` {
+				continue
+			}
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// SourceFiles returns the embedded sources by name (compat.h and the .cu
+// files), as `make amd-check` compiles them.
+func SourceFiles() map[string]string {
+	out := map[string]string{}
+	_ = fs.WalkDir(srcFS, "src", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out[strings.TrimPrefix(p, "src/")] = mustRead(p)
+		}
+		return nil
+	})
+	return out
+}
+
+func mustRead(name string) string {
+	b, err := srcFS.ReadFile(name)
+	if err != nil {
+		panic("kernels/gpu: embedded source missing: " + name)
+	}
+	return string(b)
+}
+
+// ErrHost is returned by Load for the host driver, which runs package
+// kernels instead of GPU sources.
+var ErrHost = errors.New("kernels/gpu: the host driver has no GPU kernels (use package kernels)")
+
+// Kernels is the loaded module on one device. Its methods only enqueue work
+// and are safe for concurrent use.
+type Kernels struct {
+	dev hip.Device
+	mod hip.Module
+	fns map[string]hip.Function
+	mv  map[mvKey]hip.Function // matvec kernels, looked up without formatting a name per call
+}
+
+type mvKey struct {
+	suffix string
+	rows   int
+}
+
+// typeNames maps each supported weight type to its kernel-name suffix.
+var typeNames = map[gguf.Type]string{
+	gguf.TypeF32: "f32", gguf.TypeF16: "f16", gguf.TypeBF16: "bf16",
+	gguf.TypeQ4_0: "q4_0", gguf.TypeQ4_1: "q4_1", gguf.TypeQ5_0: "q5_0", gguf.TypeQ5_1: "q5_1",
+	gguf.TypeQ8_0: "q8_0", gguf.TypeQ2_K: "q2_k", gguf.TypeQ3_K: "q3_k", gguf.TypeQ4_K: "q4_k",
+	gguf.TypeQ5_K: "q5_k", gguf.TypeQ6_K: "q6_k", gguf.TypeQ8_K: "q8_k",
+}
+
+// Types lists the weight types the GPU kernels support, in type order.
+func Types() []gguf.Type {
+	ts := make([]gguf.Type, 0, len(typeNames))
+	for t := range typeNames {
+		ts = append(ts, t)
+	}
+	slices.Sort(ts)
+	return ts
+}
+
+// kernelNames lists every kernel of the module.
+func kernelNames() []string {
+	names := []string{"rmsnorm_f32", "add_f32", "swiglu_f32", "rope_f32", "argmax_f32",
+		"f32_to_f16", "f32_to_bf16", "attn_split_f32", "attn_combine_f32"}
+	suffixes := []string{"f32s", "f16s", "bf16s"}
+	for _, s := range typeNames {
+		suffixes = append(suffixes, s)
+	}
+	for _, s := range suffixes {
+		for _, r := range []int{1, 2, 4} {
+			names = append(names, fmt.Sprintf("matvec_%s_r%d", s, r))
+		}
+		names = append(names, "dequant_"+s+"_f32", "dequant_"+s+"_f16", "embed_"+s)
+	}
+	for _, s := range []string{"q4_0", "q8_0", "q4_k", "q6_k"} {
+		for _, r := range []int{1, 2, 4} {
+			names = append(names, fmt.Sprintf("matvec_decoded_%s_r%d", s, r), fmt.Sprintf("matvec8_%s_r%d", s, r))
+		}
+	}
+	names = append(names, "quantize_act_q8")
+	slices.Sort(names)
+	return names
+}
+
+// Load compiles (or fetches from the driver's cache) and loads the module
+// on dev, and looks up every kernel.
+func Load(dev hip.Device) (*Kernels, error) {
+	if dev.Driver() == "host" {
+		return nil, ErrHost
+	}
+	mod, err := dev.LoadModule(hip.ModuleSpec{Name: "forgepipe-kernels", Source: Source()})
+	if err != nil {
+		return nil, fmt.Errorf("kernels/gpu: load: %w", err)
+	}
+	k := &Kernels{dev: dev, mod: mod, fns: map[string]hip.Function{}}
+	for _, name := range kernelNames() {
+		f, err := mod.Function(name)
+		if err != nil {
+			_ = mod.Unload()
+			return nil, fmt.Errorf("kernels/gpu: load: %w", err)
+		}
+		k.fns[name] = f
+	}
+	k.mv = map[mvKey]hip.Function{}
+	for name, f := range k.fns {
+		var suffix string
+		var r int
+		if strings.HasPrefix(name, "matvec") {
+			i := strings.LastIndex(name, "_r")
+			suffix = name[:i] // matvec_q4_0, matvec_decoded_q4_0, matvec8_q4_0
+			fmt.Sscan(name[i+2:], &r)
+			k.mv[mvKey{suffix, r}] = f
+		}
+	}
+	return k, nil
+}
+
+// Close unloads the module.
+func (k *Kernels) Close() error { return k.mod.Unload() }
+
+func (k *Kernels) fn(name string) hip.Function { return k.fns[name] }
+
+func badArg(call, format string, args ...any) error {
+	return fmt.Errorf("kernels/gpu: %s: %w: %s", call, hip.ErrInvalidValue, fmt.Sprintf(format, args...))
+}
+
+func blocks(n, per int) uint32 { return uint32((n + per - 1) / per) }
+
+// ------------------------------------------------------------ weights
+
+// geometry is a weight type's block layout as the kernels see it.
+type geometry struct {
+	suffix string // kernel name suffix
+	qk     int    // values per kernel block
+	align  int    // required alignment of w, bytes
+}
+
+// geom picks the kernel variant for t rows of cols values: the 16-byte
+// vector variants for float types when cols allows, else the one-value ones.
+func geom(call string, t gguf.Type, cols int) (geometry, error) {
+	s, ok := typeNames[t]
+	if !ok {
+		return geometry{}, fmt.Errorf("kernels/gpu: %s: %w: %s weights", call, hip.ErrNotSupported, t)
+	}
+	g := geometry{suffix: s, qk: t.BlockSize(), align: 4}
+	switch t {
+	case gguf.TypeF32:
+		g.qk, g.align = 4, 16
+		if cols%4 != 0 {
+			g = geometry{"f32s", 1, 4}
+		}
+	case gguf.TypeF16, gguf.TypeBF16:
+		g.qk, g.align = 8, 16
+		if cols%8 != 0 {
+			g = geometry{s + "s", 1, 2}
+		}
+	case gguf.TypeQ4_K, gguf.TypeQ5_K:
+		g.align = 16
+	case gguf.TypeQ4_0, gguf.TypeQ5_0, gguf.TypeQ8_0, gguf.TypeQ3_K, gguf.TypeQ6_K:
+		g.align = 2
+	}
+	if cols <= 0 || cols%g.qk != 0 {
+		return geometry{}, badArg(call, "%d columns is not a positive multiple of %s's block size %d", cols, t, t.BlockSize())
+	}
+	return g, nil
+}
+
+func checkWeights(call string, t gguf.Type, w hip.DevicePtr, rows, cols int) (geometry, int64, error) {
+	g, err := geom(call, t, cols)
+	if err != nil {
+		return g, 0, err
+	}
+	if rows <= 0 || rows > math.MaxInt32 || cols > math.MaxInt32 {
+		return g, 0, badArg(call, "%d x %d matrix", rows, cols)
+	}
+	if uint64(w)%uint64(g.align) != 0 {
+		return g, 0, badArg(call, "%s weights at %v are not %d-byte aligned", t, w, g.align)
+	}
+	rb, _ := t.RowSize(cols)
+	return g, int64(rb), nil
+}
+
+// DefaultRowsPerBlock is the number of rows one block of a matrix-vector
+// product computes: x is reused across them, and fewer rows per block mean
+// more blocks in flight. 2 was best or within noise of best for every fast
+// type on an H100 at 4096x4096 and 2048x8192 (kernels/gpu/NOTES.md).
+func DefaultRowsPerBlock(t gguf.Type) int { return 2 }
+
+// MatVec computes y[r] = (row r of w) · x for the rows×cols matrix w of
+// type t (GGUF layout, row-major blocks): x holds cols float32, y rows.
+func (k *Kernels) MatVec(s hip.Stream, t gguf.Type, w, x, y hip.DevicePtr, rows, cols int) error {
+	return k.MatVecR(s, t, DefaultRowsPerBlock(t), w, x, y, rows, cols)
+}
+
+// MatVecR is MatVec with rowsPerBlock (1, 2 or 4) chosen by the caller.
+func (k *Kernels) MatVecR(s hip.Stream, t gguf.Type, rowsPerBlock int, w, x, y hip.DevicePtr, rows, cols int) error {
+	return k.matVec(s, t, rowsPerBlock, false, w, x, y, rows, cols)
+}
+
+// matVec launches the product; decoded picks the plain decode-then-dot
+// variant of the types that have a faster dot (for benchmarks).
+func (k *Kernels) matVec(s hip.Stream, t gguf.Type, rowsPerBlock int, decoded bool, w, x, y hip.DevicePtr, rows, cols int) error {
+	g, rb, err := checkWeights("MatVec", t, w, rows, cols)
+	if err != nil {
+		return err
+	}
+	if rowsPerBlock != 1 && rowsPerBlock != 2 && rowsPerBlock != 4 {
+		return badArg("MatVec", "%d rows per block (want 1, 2 or 4)", rowsPerBlock)
+	}
+	key := mvKey{"matvec_" + g.suffix, rowsPerBlock}
+	if decoded {
+		key.suffix = "matvec_decoded_" + g.suffix
+	}
+	f, ok := k.mv[key]
+	if !ok {
+		return fmt.Errorf("kernels/gpu: MatVec: %w: no %s kernel", hip.ErrNotFound, key.suffix)
+	}
+	return s.Launch(f, hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(128), 0,
+		hip.Ptr(w), hip.Ptr(x), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+}
+
+// ActQ8Bytes is the size of n activations quantised by QuantizeActQ8:
+// n int8 values and n/32 float32 scales.
+func ActQ8Bytes(n int) int64 { return int64(n) + int64(n/32)*4 }
+
+// HasMatVecQ8 reports whether MatVecQ8 supports t.
+func HasMatVecQ8(t gguf.Type) bool {
+	switch t {
+	case gguf.TypeQ4_0, gguf.TypeQ8_0, gguf.TypeQ4_K, gguf.TypeQ6_K:
+		return true
+	}
+	return false
+}
+
+// QuantizeActQ8 quantises n float32 activations (n a multiple of 32) to
+// int8 in blocks of 32 with a float32 scale each (ggml's Q8_0 rule, the
+// scale kept in float32), into xq (ActQ8Bytes(n), 4-byte aligned). One
+// quantised vector serves every product with it (Q, K and V; gate and up).
+func (k *Kernels) QuantizeActQ8(s hip.Stream, x, xq hip.DevicePtr, n int) error {
+	if n <= 0 || n%32 != 0 {
+		return badArg("QuantizeActQ8", "%d activations, not a positive multiple of 32", n)
+	}
+	if xq%4 != 0 {
+		return badArg("QuantizeActQ8", "xq at %v is not 4-byte aligned", xq)
+	}
+	return s.Launch(k.fn("quantize_act_q8"), hip.Dim1(blocks(n, 128)), hip.Dim1(128), 0,
+		hip.Ptr(xq), hip.Ptr(x), hip.Int32(int32(n)))
+}
+
+// MatVecQ8 is MatVec with int8 activations xq from QuantizeActQ8, for the
+// types HasMatVecQ8 names: four products per dp4a instruction, the faster
+// path for 4- to 8-bit weights, at the precision of the host's own
+// products (activations rounded to 8 bits).
+func (k *Kernels) MatVecQ8(s hip.Stream, t gguf.Type, w, xq, y hip.DevicePtr, rows, cols int) error {
+	return k.MatVecQ8R(s, t, DefaultRowsPerBlockQ8(t), w, xq, y, rows, cols)
+}
+
+// DefaultRowsPerBlockQ8 is MatVecQ8's rows per block for t, the fastest
+// on an H100 (kernels/gpu/NOTES.md).
+func DefaultRowsPerBlockQ8(t gguf.Type) int {
+	if t == gguf.TypeQ4_K {
+		return 4
+	}
+	return 2
+}
+
+// MatVecQ8R is MatVecQ8 with rowsPerBlock (1, 2 or 4) chosen by the caller.
+func (k *Kernels) MatVecQ8R(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, y hip.DevicePtr, rows, cols int) error {
+	g, rb, err := checkWeights("MatVecQ8", t, w, rows, cols)
+	if err != nil {
+		return err
+	}
+	if !HasMatVecQ8(t) {
+		return fmt.Errorf("kernels/gpu: MatVecQ8: %w: %s weights (use MatVec)", hip.ErrNotSupported, t)
+	}
+	f, ok := k.mv[mvKey{"matvec8_" + g.suffix, rowsPerBlock}]
+	if !ok {
+		return badArg("MatVecQ8", "%d rows per block (want 1, 2 or 4)", rowsPerBlock)
+	}
+	return s.Launch(f, hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(128), 0,
+		hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+}
+
+// chunksPerRow is the number of threads a dequantisation of one row uses.
+func chunksPerRow(t gguf.Type, g geometry, cols int) int {
+	cpb := map[gguf.Type]int{
+		gguf.TypeQ4_0: 2, gguf.TypeQ4_1: 2, gguf.TypeQ5_0: 2, gguf.TypeQ5_1: 2, gguf.TypeQ8_0: 2,
+		gguf.TypeQ2_K: 16, gguf.TypeQ3_K: 16, gguf.TypeQ4_K: 8, gguf.TypeQ5_K: 8, gguf.TypeQ6_K: 16, gguf.TypeQ8_K: 16,
+	}[t]
+	if cpb == 0 {
+		cpb = 1
+	}
+	return cols / g.qk * cpb
+}
+
+// Dequantize decodes the rows×cols matrix w of type t into out: float32
+// values, or IEEE half values when half is set (the scratch for MatMul).
+func (k *Kernels) Dequantize(s hip.Stream, t gguf.Type, w, out hip.DevicePtr, rows, cols int, half bool) error {
+	g, rb, err := checkWeights("Dequantize", t, w, rows, cols)
+	if err != nil {
+		return err
+	}
+	name := "dequant_" + g.suffix + "_f32"
+	if half {
+		name = "dequant_" + g.suffix + "_f16"
+	}
+	total := int64(rows) * int64(chunksPerRow(t, g, cols))
+	return s.Launch(k.fn(name), hip.Dim1(uint32((total+255)/256)), hip.Dim1(256), 0,
+		hip.Ptr(w), hip.Ptr(out), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+}
+
+// Embedding writes, for each of the n token ids at tokens (int32), the
+// token's row of the rows×cols matrix w, dequantised, as a row of out
+// (n×cols float32). An id outside [0, rows) gives a row of NaN.
+func (k *Kernels) Embedding(s hip.Stream, t gguf.Type, w, tokens, out hip.DevicePtr, n, rows, cols int) error {
+	g, rb, err := checkWeights("Embedding", t, w, rows, cols)
+	if err != nil {
+		return err
+	}
+	if n <= 0 || n > 65535 {
+		return badArg("Embedding", "%d tokens (1..65535)", n)
+	}
+	per := chunksPerRow(t, g, cols)
+	return s.Launch(k.fn("embed_"+g.suffix), hip.Dim2(blocks(per, 128), uint32(n)), hip.Dim1(128), 0,
+		hip.Ptr(w), hip.Ptr(tokens), hip.Ptr(out), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+}
+
+// MatMulScratchBytes is the scratch MatMul needs for n activation rows.
+func MatMulScratchBytes(t gguf.Type, rows, cols, n int) int64 {
+	switch t {
+	case gguf.TypeF32:
+		return 0
+	case gguf.TypeF16, gguf.TypeBF16:
+		return int64(n) * int64(cols) * 2
+	}
+	return (int64(rows) + int64(n)) * int64(cols) * 2
+}
+
+// MatMul multiplies n activation rows by w for prompt processing: x is
+// n×cols float32, y n×rows float32, y[i][r] = (row r of w) · (row i of x).
+// F32 weights go to Sgemm; F16 and BF16 weights to GemmEx as they are,
+// with x rounded to the same type; other types are dequantised to half
+// into scratch (MatMulScratchBytes) and multiplied by GemmEx with float32
+// accumulation. bl must work on s.
+func (k *Kernels) MatMul(s hip.Stream, bl hip.BLAS, t gguf.Type, w, x, y, scratch hip.DevicePtr, rows, cols, n int) error {
+	if _, _, err := checkWeights("MatMul", t, w, rows, cols); err != nil {
+		return err
+	}
+	if n <= 0 {
+		return badArg("MatMul", "%d activation rows", n)
+	}
+	// Row-major Y (n×rows) = X (n×cols) · Wᵀ: column-major Yᵀ = W·Xᵀ with W
+	// stored cols×rows column-major, i.e. op(A) = Wᵀ of the stored cols×rows.
+	switch t {
+	case gguf.TypeF32:
+		return bl.Sgemm(hip.OpT, hip.OpN, rows, n, cols, 1, w, cols, x, cols, 0, y, rows)
+	case gguf.TypeF16, gguf.TypeBF16:
+		conv, dt := "f32_to_f16", hip.R16F
+		if t == gguf.TypeBF16 {
+			conv, dt = "f32_to_bf16", hip.R16BF
+		}
+		if err := k.convert(s, conv, scratch, x, int64(n)*int64(cols)); err != nil {
+			return err
+		}
+		return bl.GemmEx(hip.OpT, hip.OpN, rows, n, cols, 1, w, dt, cols, scratch, dt, cols, 0, y, hip.R32F, rows)
+	}
+	w16 := scratch
+	x16 := scratch.Add(int64(rows) * int64(cols) * 2)
+	if err := k.Dequantize(s, t, w, w16, rows, cols, true); err != nil {
+		return err
+	}
+	if err := k.convert(s, "f32_to_f16", x16, x, int64(n)*int64(cols)); err != nil {
+		return err
+	}
+	return bl.GemmEx(hip.OpT, hip.OpN, rows, n, cols, 1, w16, hip.R16F, cols, x16, hip.R16F, cols, 0, y, hip.R32F, rows)
+}
+
+func (k *Kernels) convert(s hip.Stream, name string, out, x hip.DevicePtr, n int64) error {
+	grid := uint32(min((n+255)/256, 65535))
+	return s.Launch(k.fn(name), hip.Dim1(grid), hip.Dim1(256), 0, hip.Ptr(out), hip.Ptr(x), hip.Int64(n))
+}
+
+// ------------------------------------------------------------ element-wise
+
+// elementwise is the launch shape of the grid-stride element-wise kernels.
+func elementwise(n int) (hip.Dim3, hip.Dim3) {
+	return hip.Dim1(uint32(min((n+255)/256, 4096))), hip.Dim1(256)
+}
+
+// Add sets dst = a + b over n float32 (any may alias): the residual add.
+func (k *Kernels) Add(s hip.Stream, dst, a, b hip.DevicePtr, n int) error {
+	if n <= 0 {
+		return badArg("Add", "%d elements", n)
+	}
+	g, bl := elementwise(n)
+	return s.Launch(k.fn("add_f32"), g, bl, 0, hip.Ptr(dst), hip.Ptr(a), hip.Ptr(b), hip.Int32(int32(n)))
+}
+
+// SwiGLU sets out = silu(gate) * up over n float32 (out may alias either).
+func (k *Kernels) SwiGLU(s hip.Stream, out, gate, up hip.DevicePtr, n int) error {
+	if n <= 0 {
+		return badArg("SwiGLU", "%d elements", n)
+	}
+	g, bl := elementwise(n)
+	return s.Launch(k.fn("swiglu_f32"), g, bl, 0, hip.Ptr(out), hip.Ptr(gate), hip.Ptr(up), hip.Int32(int32(n)))
+}
+
+// RMSNorm normalises each of the rows of n float32 at x and scales it by
+// weight (n float32), writing out (which may alias x): kernels.RMSNormRows.
+func (k *Kernels) RMSNorm(s hip.Stream, out, x, weight hip.DevicePtr, rows, n int, eps float32) error {
+	if rows <= 0 || n <= 0 {
+		return badArg("RMSNorm", "%d rows of %d", rows, n)
+	}
+	return s.Launch(k.fn("rmsnorm_f32"), hip.Dim1(uint32(rows)), hip.Dim1(256), 0,
+		hip.Ptr(out), hip.Ptr(x), hip.Ptr(weight), hip.Int32(int32(n)), hip.Float32(eps))
+}
+
+// Argmax writes, for each of the rows of n float32 at x, the index of the
+// largest value (the first on ties) and the value's bits: out holds 2
+// int32 per row, so only 8 bytes per sequence come back per token.
+func (k *Kernels) Argmax(s hip.Stream, out, x hip.DevicePtr, rows, n int) error {
+	if rows <= 0 || n <= 0 {
+		return badArg("Argmax", "%d rows of %d", rows, n)
+	}
+	return s.Launch(k.fn("argmax_f32"), hip.Dim1(uint32(rows)), hip.Dim1(1024), 0,
+		hip.Ptr(out), hip.Ptr(x), hip.Int32(int32(n)))
+}
+
+// ------------------------------------------------------------ rope
+
+// Rope applies r in place to nTok rows of nHeads×headDim float32 at x, row
+// t at the position held by the int32 pos[t] (kernels.Rope.Apply per row).
+// r.FreqFactors is not read: freqFactors is its copy on the device (len >=
+// Dims/2), or 0 when r has none.
+func (k *Kernels) Rope(s hip.Stream, r *kernels.Rope, freqFactors, x, pos hip.DevicePtr, nTok, nHeads, headDim int) error {
+	dims := min(r.Dims, headDim)
+	half := dims / 2
+	if nTok <= 0 || nHeads <= 0 || nTok > 65535 || nHeads > 65535 {
+		return badArg("Rope", "%d rows of %d heads", nTok, nHeads)
+	}
+	if (r.FreqFactors != nil) != (freqFactors != 0) {
+		return badArg("Rope", "freq factors on the host and device disagree")
+	}
+	if half == 0 {
+		return nil
+	}
+	p := ropeParams(r, dims)
+	neox := int32(0)
+	if r.Mode == kernels.RopeNeoX {
+		neox = 1
+	}
+	return s.Launch(k.fn("rope_f32"), hip.Dim3{X: blocks(half, 64), Y: uint32(nHeads), Z: uint32(nTok)}, hip.Dim1(64), 0,
+		hip.Ptr(x), hip.Ptr(pos), hip.Int32(int32(nTok)), hip.Int32(int32(nHeads)), hip.Int32(int32(headDim)),
+		hip.Int32(int32(dims)), hip.Int32(neox), hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),
+		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi))
+}
+
+type ropeP struct{ thetaScale, freqScale, mscale, corrLo, corrHi float32 }
+
+// ropeParams computes the per-model constants exactly as kernels.Rope's
+// cache does (the same float32 operations).
+func ropeParams(r *kernels.Rope, dims int) ropeP {
+	p := ropeP{freqScale: r.FreqScale, mscale: r.AttnFactor}
+	if p.freqScale == 0 {
+		p.freqScale = 1
+	}
+	if p.mscale == 0 {
+		p.mscale = 1
+	}
+	base := r.Base
+	if base == 0 {
+		base = 10000
+	}
+	if r.ExtFactor != 0 {
+		corrDim := func(nRot float32) float32 {
+			return float32(dims) * logf(float32(r.OrigCtx)/(nRot*2*math.Pi)) / (2 * logf(base))
+		}
+		p.corrLo = max(0, float32(math.Floor(float64(corrDim(r.BetaFast)))))
+		p.corrHi = min(float32(dims-1), float32(math.Ceil(float64(corrDim(r.BetaSlow)))))
+		p.mscale *= 1 + 0.1*logf(1/p.freqScale)
+	}
+	p.thetaScale = float32(math.Pow(float64(base), float64(-2/float32(dims))))
+	return p
+}
+
+func logf(x float32) float32 { return float32(math.Log(float64(x))) }
+
+// ------------------------------------------------------------ attention
+
+// maxHeadDim is the largest head size the attention kernels take.
+const maxHeadDim = 256
+
+// AttentionSplits is the number of pieces the context is cut into for nQ
+// query rows of nHead heads over nCtx positions: enough blocks to fill a
+// large GPU, no piece shorter than 64 positions.
+func AttentionSplits(nQ, nHead, nCtx int) int {
+	want := max(1, 512/max(1, nQ*nHead))
+	return max(1, min(want, (nCtx+63)/64))
+}
+
+// AttentionScratchBytes is the scratch Attention needs.
+func AttentionScratchBytes(nQ, nHead, headDim, nCtx int) int64 {
+	return int64(nQ) * int64(nHead) * int64(AttentionSplits(nQ, nHead, nCtx)) * int64(headDim+2) * 4
+}
+
+// Attention is kernels.Attention on the GPU: causal grouped-query attention
+// of nQ query rows (positions pos0..pos0+nQ-1; q is nQ×nHead×headDim) over
+// the float32 KV cache k, v (pos0+nQ rows of nKVHead×headDim), into out
+// (like q). The context is split across blocks (flash-decoding) and the
+// partial softmaxes merged by a second kernel; scratch holds
+// AttentionScratchBytes.
+func (k *Kernels) Attention(s hip.Stream, out, q, kc, vc, scratch hip.DevicePtr,
+	nQ, pos0, nHead, nKVHead, headDim int, scale float32) error {
+	switch {
+	case nQ <= 0 || pos0 < 0 || nQ > 65535 || nHead > 65535:
+		return badArg("Attention", "%d query rows at %d, %d heads", nQ, pos0, nHead)
+	case nKVHead <= 0 || nHead%nKVHead != 0:
+		return badArg("Attention", "%d query heads do not share %d KV heads evenly", nHead, nKVHead)
+	case headDim <= 0 || headDim > maxHeadDim:
+		return badArg("Attention", "head size %d (1..%d)", headDim, maxHeadDim)
+	}
+	nCtx := pos0 + nQ
+	nSplit := AttentionSplits(nQ, nHead, nCtx)
+	splitLen := (nCtx + nSplit - 1) / nSplit
+	err := s.Launch(k.fn("attn_split_f32"), hip.Dim3{X: uint32(nSplit), Y: uint32(nHead), Z: uint32(nQ)}, hip.Dim1(128), 0,
+		hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(kc), hip.Ptr(vc), hip.Int32(int32(pos0)), hip.Int32(int32(nHead)),
+		hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale), hip.Int32(int32(splitLen)))
+	if err != nil {
+		return err
+	}
+	return s.Launch(k.fn("attn_combine_f32"), hip.Dim2(uint32(nHead), uint32(nQ)), hip.Dim1(128), 0,
+		hip.Ptr(out), hip.Ptr(scratch), hip.Int32(int32(nHead)), hip.Int32(int32(headDim)), hip.Int32(int32(nSplit)))
+}
+
+// AttentionDecode is Attention for one new token at position pos.
+func (k *Kernels) AttentionDecode(s hip.Stream, out, q, kc, vc, scratch hip.DevicePtr,
+	pos, nHead, nKVHead, headDim int, scale float32) error {
+	return k.Attention(s, out, q, kc, vc, scratch, 1, pos, nHead, nKVHead, headDim, scale)
+}
+
+// AttentionPrefill is Attention for a prompt's nQ rows starting at pos0.
+// It is the decode kernel run over every query row (correct, not yet a
+// tiled flash-attention kernel).
+func (k *Kernels) AttentionPrefill(s hip.Stream, out, q, kc, vc, scratch hip.DevicePtr,
+	nQ, pos0, nHead, nKVHead, headDim int, scale float32) error {
+	return k.Attention(s, out, q, kc, vc, scratch, nQ, pos0, nHead, nKVHead, headDim, scale)
+}

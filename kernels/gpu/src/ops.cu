@@ -1,0 +1,116 @@
+// ops.cu: the element-wise and per-row operations of a transformer block,
+// each the GPU twin of a host kernel in package kernels (ops.go, rope.go).
+#include "compat.h"
+
+// block_sum adds v over the block (blockDim.x a multiple of WARP_SIZE, at
+// most 1024 threads); every thread gets the result.
+FP_DEVICE float block_sum(float v, float* red) {
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	const int nw = blockDim.x / WARP_SIZE;
+	v = warp_sum(v);
+	__syncthreads(); // red may still be read by a previous call
+	if (lane == 0) red[warp] = v;
+	__syncthreads();
+	float s = 0.f;
+	for (int k = 0; k < nw; k++) s += red[k];
+	return s;
+}
+
+// rmsnorm: one block per row: out = x / sqrt(mean(x²) + eps) * weight
+// (kernels.RMSNorm; out may alias x).
+FP_KERNEL void rmsnorm_f32(float* out, const float* x, const float* __restrict__ weight, int n, float eps) {
+	__shared__ float red[1024 / 16];
+	const float* xr = x + (long long)blockIdx.x * n;
+	float* o = out + (long long)blockIdx.x * n;
+	float s = 0.f;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+	s = block_sum(s, red);
+	const float scale = 1.f / sqrtf(s / (float)n + eps);
+	for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(xr[i], scale) * weight[i];
+}
+
+// add: dst = a + b (kernels.Add; any may alias).
+FP_KERNEL void add_f32(float* dst, const float* a, const float* b, int n) {
+	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) dst[i] = a[i] + b[i];
+}
+
+// swiglu: out = silu(gate) * up, silu(x) = x / (1 + e^-x) (kernels.SwiGLU).
+FP_KERNEL void swiglu_f32(float* out, const float* gate, const float* up, int n) {
+	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+		const float g = gate[i];
+		out[i] = __fmul_rn(g / (1.f + expf(-g)), up[i]);
+	}
+}
+
+// rope: rotary position embedding in place over nTok rows of nHeads heads
+// of headDim values, row t at position pos[t] (kernels.Rope.Apply). One
+// thread per (pair, head, row); theta is built by the host's float32
+// recurrence theta_i = pos * thetaScale^i, one multiply at a time, so the
+// angles are the host's bits. freqFactors may be null. extFactor 0 turns
+// YaRN off; mscale is the magnitude factor with YaRN's correction included.
+FP_KERNEL void rope_f32(float* x, const i32* __restrict__ pos, int nTok, int nHeads, int headDim, int dims,
+                        int neox, float thetaScale, float freqScale, const float* __restrict__ freqFactors,
+                        float extFactor, float mscale, float corrLo, float corrHi) {
+	const int half = dims / 2;
+	const int i = blockIdx.x * blockDim.x + threadIdx.x;
+	const int h = blockIdx.y, t = blockIdx.z;
+	if (i >= half || h >= nHeads || t >= nTok) return;
+	float theta = (float)pos[t];
+	for (int k = 0; k < i; k++) theta = __fmul_rn(theta, thetaScale);
+	float thetaExtrap = theta;
+	if (freqFactors) thetaExtrap = theta / freqFactors[i];
+	const float thetaInterp = __fmul_rn(freqScale, thetaExtrap);
+	float th = thetaInterp;
+	if (extFactor != 0.f) {
+		const float y = ((float)i - corrLo) / fmaxf(0.001f, corrHi - corrLo);
+		const float ramp = (1.f - fminf(1.f, fmaxf(0.f, y))) * extFactor;
+		th = __fadd_rn(__fmul_rn(thetaInterp, 1.f - ramp), __fmul_rn(thetaExtrap, ramp));
+	}
+	const float c = __fmul_rn(cosf(th), mscale), s = __fmul_rn(sinf(th), mscale);
+	float* head = x + ((long long)t * nHeads + h) * headDim;
+	const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+	const float x0 = head[a], x1 = head[b];
+	head[a] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+	head[b] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
+// argmax: one block per row of n values; out[row] = {index, value bits} of
+// the largest value, the first index on ties (NaN is never chosen).
+FP_KERNEL void argmax_f32(i32* out, const float* __restrict__ x, int n) {
+	__shared__ float bv[1024 / 16];
+	__shared__ int bi[1024 / 16];
+	const float* xr = x + (long long)blockIdx.x * n;
+	float best = -fp_inf();
+	int idx = 0x7fffffff;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		const float v = xr[i];
+		if (v > best) best = v, idx = i; // strided, so the first larger index wins per thread
+	}
+#pragma unroll
+	for (int m = WARP_SIZE / 2; m > 0; m >>= 1) {
+		const float ov = shfl_xor(best, m);
+		const int oi = shfl_xor_int(idx, m);
+		if (ov > best || (ov == best && oi < idx)) best = ov, idx = oi;
+	}
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	if (lane == 0) bv[warp] = best, bi[warp] = idx;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		for (int k = 1; k < (int)(blockDim.x / WARP_SIZE); k++)
+			if (bv[k] > best || (bv[k] == best && bi[k] < idx)) best = bv[k], idx = bi[k];
+		if (idx == 0x7fffffff) idx = 0;
+		out[2 * blockIdx.x] = idx;
+		out[2 * blockIdx.x + 1] = __float_as_int(best);
+	}
+}
+
+// f32_to_f16 and f32_to_bf16 convert activations for GEMM (round to nearest even).
+FP_KERNEL void f32_to_f16(u16* out, const float* __restrict__ x, long long n) {
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
+		out[i] = float_to_half(x[i]);
+}
+
+FP_KERNEL void f32_to_bf16(u16* out, const float* __restrict__ x, long long n) {
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
+		out[i] = float_to_bf16(x[i]);
+}

@@ -1,0 +1,778 @@
+// quant.cu: every GGUF weight type the host supports, decoded on the GPU.
+//
+// Each type is a struct with its block geometry and one decoder. A block of
+// QK values (BYTES bytes) is cut into CPB chunks of VPC values; decode(blk,
+// c, v) writes chunk c's values to v, in groups of four that sit at
+// consecutive positions pos(c, g) .. pos(c, g)+3 of the block. The formulas
+// are transcriptions of gguf/quant_legacy.go and gguf/quant_k.go (ggml's
+// dequantize_row_*), so a decoded value equals the host's up to the rounding
+// of a fused multiply-add.
+//
+// On that decoder sit three kernels per type:
+//   matvec_<t>_r<R>  y = W·x for decode: R rows per block of MV_THREADS
+//                    threads; consecutive threads take consecutive chunks of
+//                    a row, so a block reads each of its rows as one
+//                    contiguous stream, each weight byte exactly once; x is
+//                    loaded as float4 and reused for the R rows; per-thread
+//                    sums are reduced with warp shuffles, then across warps.
+//   dequant_<t>_f32  whole matrix to float32 (tests, embedding rows)
+//   dequant_<t>_f16  whole matrix to half, the scratch for cuBLAS/hipBLAS
+//                    GEMM in prompt processing
+//   embed_<t>        rows picked by token ids, to float32
+#include "compat.h"
+
+#define MV_THREADS 128
+#define MV_WARPS (MV_THREADS / WARP_SIZE)
+
+// dot(b, c, xv) is chunk c's values dotted with xv; by default through
+// decode. The types that must be fast (Q4_0, Q8_0, Q4_K, Q6_K) have their
+// own, which factor the scales out of the sum and turn quants into floats
+// with small_float; dot_decoded keeps the plain form for comparison.
+#define FP_DOT_VIA_DECODE_AS(name)                                          \
+	FP_DEVICE float name(const u8* b, int c, const float* xv) {             \
+		float v[VPC];                                                       \
+		decode(b, c, v);                                                    \
+		float s = 0.f;                                                      \
+		_Pragma("unroll") for (int k = 0; k < VPC; k++) s += v[k] * xv[k]; \
+		return s;                                                           \
+	}
+#define FP_DOT_VIA_DECODE FP_DOT_VIA_DECODE_AS(dot) FP_DOT_VIA_DECODE_AS(dot_decoded)
+
+// ------------------------------------------------------------ float types
+
+// F32, F16, BF16 in "blocks" of 16 bytes (cols a multiple of 4, 8, 8).
+struct TF32 {
+	enum { QK = 4, BYTES = 16, CPB = 1, VPC = 4 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int, int) { return 0; }
+	FP_DEVICE void decode(const u8* b, int, float* v) {
+		float4 t = *(const float4*)b;
+		v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
+	}
+};
+
+struct TF16 {
+	enum { QK = 8, BYTES = 16, CPB = 1, VPC = 8 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int, int g) { return 4 * g; }
+	FP_DEVICE void decode(const u8* b, int, float* v) {
+		uint4 t = *(const uint4*)b;
+		u32 w[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			v[2 * i] = half_to_float((u16)(w[i] & 0xffffu));
+			v[2 * i + 1] = half_to_float((u16)(w[i] >> 16));
+		}
+	}
+};
+
+struct TBF16 {
+	enum { QK = 8, BYTES = 16, CPB = 1, VPC = 8 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int, int g) { return 4 * g; }
+	FP_DEVICE void decode(const u8* b, int, float* v) {
+		uint4 t = *(const uint4*)b;
+		u32 w[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			v[2 * i] = __uint_as_float(w[i] << 16);
+			v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+		}
+	}
+};
+
+// The same three, one value at a time, for rows of any length.
+struct TF32S {
+	enum { QK = 1, BYTES = 4, CPB = 1, VPC = 1 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int, int) { return 0; }
+	FP_DEVICE void decode(const u8* b, int, float* v) { v[0] = *(const float*)b; }
+};
+struct TF16S {
+	enum { QK = 1, BYTES = 2, CPB = 1, VPC = 1 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int, int) { return 0; }
+	FP_DEVICE void decode(const u8* b, int, float* v) { v[0] = half_to_float(*(const u16*)b); }
+};
+struct TBF16S {
+	enum { QK = 1, BYTES = 2, CPB = 1, VPC = 1 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int, int) { return 0; }
+	FP_DEVICE void decode(const u8* b, int, float* v) { v[0] = bf16_to_float(*(const u16*)b); }
+};
+
+// ------------------------------------------------------------ legacy 32-value blocks
+
+// Byte j of qs holds value j (low nibble) and j+16 (high nibble). Chunk c
+// is qs bytes 8c..8c+7: values 8c..8c+7 then 16+8c..16+8c+7.
+FP_DEVICE int legacy_pos(int c, int g) { return 8 * c + 4 * (g & 1) + 16 * (g >> 1); }
+
+struct TQ4_0 {
+	enum { QK = 32, BYTES = 18, CPB = 2, VPC = 16 };
+	FP_DOT_VIA_DECODE_AS(dot_decoded)
+	FP_DEVICE int pos(int c, int g) { return legacy_pos(c, g); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const float d = half_to_float(ld_u16(b));
+		const u32 q[2] = {ld_u32_a2(b + 2 + 8 * c), ld_u32_a2(b + 6 + 8 * c)};
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			const u32 byte = (q[i >> 2] >> (8 * (i & 3))) & 0xffu;
+			v[i] = (float)((int)(byte & 15u) - 8) * d;
+			v[8 + i] = (float)((int)(byte >> 4) - 8) * d;
+		}
+	}
+	FP_DEVICE float dot(const u8* b, int c, const float* xv) {
+		const float d = half_to_float(ld_u16(b));
+		const u32 q[2] = {ld_u32_a2(b + 2 + 8 * c), ld_u32_a2(b + 6 + 8 * c)};
+		float s = 0.f;
+#pragma unroll
+		for (int k = 0; k < 2; k++) {
+			const u32 lo = q[k] & 0x0f0f0f0fu, hi = (q[k] >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				s += (small_float(lo, j) - (FP_MAGIC + 8.f)) * xv[4 * k + j];
+				s += (small_float(hi, j) - (FP_MAGIC + 8.f)) * xv[8 + 4 * k + j];
+			}
+		}
+		return s * d;
+	}
+	// dot8: with activations as int8 (xq, the block's 32 values) and their
+	// scale xd: d·dx·(Σ q·xq − 8 Σ xq), four products per dp4a.
+	FP_DEVICE float dot8(const u8* b, int c, const i8* xq, const float* xd) {
+		const float d = half_to_float(ld_u16(b));
+		const u32 q0 = ld_u32_a2(b + 2 + 8 * c), q1 = ld_u32_a2(b + 6 + 8 * c);
+		const int* xi = (const int*)xq;
+		const int x0 = xi[2 * c], x1 = xi[2 * c + 1], x2 = xi[4 + 2 * c], x3 = xi[5 + 2 * c];
+		int s = dp4a((int)(q0 & 0x0f0f0f0fu), x0, 0);
+		s = dp4a((int)(q1 & 0x0f0f0f0fu), x1, s);
+		s = dp4a((int)((q0 >> 4) & 0x0f0f0f0fu), x2, s);
+		s = dp4a((int)((q1 >> 4) & 0x0f0f0f0fu), x3, s);
+		const int sx = dp4a(0x01010101, x0, dp4a(0x01010101, x1, dp4a(0x01010101, x2, dp4a(0x01010101, x3, 0))));
+		return d * xd[0] * (float)(s - 8 * sx);
+	}
+};
+
+struct TQ4_1 {
+	enum { QK = 32, BYTES = 20, CPB = 2, VPC = 16 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int c, int g) { return legacy_pos(c, g); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const u32 dm = ld_u32(b);
+		const float d = half_to_float((u16)(dm & 0xffffu)), m = half_to_float((u16)(dm >> 16));
+		const u32 q[2] = {ld_u32(b + 4 + 8 * c), ld_u32(b + 8 + 8 * c)};
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			const u32 byte = (q[i >> 2] >> (8 * (i & 3))) & 0xffu;
+			v[i] = (float)(byte & 15u) * d + m;
+			v[8 + i] = (float)(byte >> 4) * d + m;
+		}
+	}
+};
+
+struct TQ5_0 {
+	enum { QK = 32, BYTES = 22, CPB = 2, VPC = 16 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int c, int g) { return legacy_pos(c, g); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const float d = half_to_float(ld_u16(b));
+		const u32 qh = ld_u32_a2(b + 2);
+		const u32 q[2] = {ld_u32_a2(b + 6 + 8 * c), ld_u32_a2(b + 10 + 8 * c)};
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			const int j = 8 * c + i;
+			const u32 byte = (q[i >> 2] >> (8 * (i & 3))) & 0xffu;
+			const u32 lo = (byte & 15u) | (((qh >> j) & 1u) << 4);
+			const u32 hi = (byte >> 4) | (((qh >> (j + 16)) & 1u) << 4);
+			v[i] = (float)((int)lo - 16) * d;
+			v[8 + i] = (float)((int)hi - 16) * d;
+		}
+	}
+};
+
+struct TQ5_1 {
+	enum { QK = 32, BYTES = 24, CPB = 2, VPC = 16 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int c, int g) { return legacy_pos(c, g); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const u32 dm = ld_u32(b);
+		const float d = half_to_float((u16)(dm & 0xffffu)), m = half_to_float((u16)(dm >> 16));
+		const u32 qh = ld_u32(b + 4);
+		const u32 q[2] = {ld_u32(b + 8 + 8 * c), ld_u32(b + 12 + 8 * c)};
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			const int j = 8 * c + i;
+			const u32 byte = (q[i >> 2] >> (8 * (i & 3))) & 0xffu;
+			const u32 lo = (byte & 15u) | (((qh >> j) & 1u) << 4);
+			const u32 hi = (byte >> 4) | (((qh >> (j + 16)) & 1u) << 4);
+			v[i] = (float)lo * d + m;
+			v[8 + i] = (float)hi * d + m;
+		}
+	}
+};
+
+struct TQ8_0 {
+	enum { QK = 32, BYTES = 34, CPB = 2, VPC = 16 };
+	FP_DOT_VIA_DECODE_AS(dot_decoded)
+	FP_DEVICE int pos(int c, int g) { return 16 * c + 4 * g; }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const float d = half_to_float(ld_u16(b));
+		const u8* q = b + 2 + 16 * c;
+		const u32 w[4] = {ld_u32_a2(q), ld_u32_a2(q + 4), ld_u32_a2(q + 8), ld_u32_a2(q + 12)};
+#pragma unroll
+		for (int i = 0; i < 16; i++) v[i] = sbyte(w[i >> 2], i & 3) * d;
+	}
+	FP_DEVICE float dot(const u8* b, int c, const float* xv) {
+		const float d = half_to_float(ld_u16(b));
+		const u8* q = b + 2 + 16 * c;
+		// Flipping the sign bit maps int8 q to the unsigned q + 128.
+		const u32 w[4] = {ld_u32_a2(q) ^ 0x80808080u, ld_u32_a2(q + 4) ^ 0x80808080u, ld_u32_a2(q + 8) ^ 0x80808080u,
+		                  ld_u32_a2(q + 12) ^ 0x80808080u};
+		float s = 0.f;
+#pragma unroll
+		for (int i = 0; i < 16; i++) s += (small_float(w[i >> 2], i & 3) - (FP_MAGIC + 128.f)) * xv[i];
+		return s * d;
+	}
+	FP_DEVICE float dot8(const u8* b, int c, const i8* xq, const float* xd) {
+		const float d = half_to_float(ld_u16(b));
+		const u8* q = b + 2 + 16 * c;
+		const int* xi = (const int*)xq + 4 * c;
+		int s = dp4a((int)ld_u32_a2(q), xi[0], 0);
+		s = dp4a((int)ld_u32_a2(q + 4), xi[1], s);
+		s = dp4a((int)ld_u32_a2(q + 8), xi[2], s);
+		s = dp4a((int)ld_u32_a2(q + 12), xi[3], s);
+		return d * xd[0] * (float)s;
+	}
+};
+
+// ------------------------------------------------------------ k-quants, 256-value super-blocks
+
+struct TQ2_K {
+	// scales[16] @0, qs[64] @16, d @80, dmin @82. Chunk c: half n = c/8 of
+	// the block, qs bytes b0..b0+3 of its 32 (b0 = 4(c%8)), all four shifts.
+	enum { QK = 256, BYTES = 84, CPB = 16, VPC = 16 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int c, int g) { return 128 * (c >> 3) + 32 * g + 4 * (c & 7); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const int n = c >> 3, b0 = 4 * (c & 7), half = (c & 7) >> 2;
+		const u32 ddm = ld_u32(b + 80);
+		const float d = half_to_float((u16)(ddm & 0xffffu)), dmin = half_to_float((u16)(ddm >> 16));
+		const u32 q = ld_u32(b + 16 + 32 * n + b0);
+#pragma unroll
+		for (int s = 0; s < 4; s++) {
+			const u32 sc = b[8 * n + 2 * s + half];
+			const float dl = d * (float)(sc & 15u), ml = dmin * (float)(sc >> 4);
+#pragma unroll
+			for (int i = 0; i < 4; i++) v[4 * s + i] = dl * (float)((q >> (8 * i + 2 * s)) & 3u) - ml;
+		}
+	}
+};
+
+// q3_scale is the j-th 6-bit scale of a Q3_K block minus its bias of 32.
+FP_DEVICE int q3_scale(const u8* sc, int j) {
+	const u32 lo = j < 8 ? (sc[j] & 15u) : (u32)(sc[j - 8] >> 4);
+	const u32 hi = (sc[8 + (j & 3)] >> (2 * (j >> 2))) & 3u;
+	return (int)(lo | (hi << 4)) - 32;
+}
+
+struct TQ3_K {
+	// hmask[32] @0, qs[64] @32, scales[12] @96, d @108; chunks as Q2_K.
+	enum { QK = 256, BYTES = 110, CPB = 16, VPC = 16 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int c, int g) { return 128 * (c >> 3) + 32 * g + 4 * (c & 7); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const int n = c >> 3, b0 = 4 * (c & 7), half = (c & 7) >> 2;
+		const float d = half_to_float(ld_u16(b + 108));
+		const u32 q = ld_u32_a2(b + 32 + 32 * n + b0);
+		const u32 hm = ld_u32_a2(b + b0);
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			const float dl = d * (float)q3_scale(b + 96, 8 * n + 2 * j + half);
+			const int hbit = 4 * n + j;
+#pragma unroll
+			for (int i = 0; i < 4; i++) {
+				const int lo = (int)((q >> (8 * i + 2 * j)) & 3u);
+				const int h = (int)((hm >> (8 * i + hbit)) & 1u);
+				v[4 * j + i] = dl * (float)(lo - ((h ^ 1) << 2));
+			}
+		}
+	}
+};
+
+// scale_min_k4 is ggml's get_scale_min_k4: the j-th 6-bit scale and min.
+// q points 4 bytes into its block, so q[j - 4] is in the block for every j:
+// all three bytes are loaded and the result selected, without a branch.
+FP_DEVICE void scale_min_k4(int j, const u8* q, float* sc, float* m) {
+	const u32 a = q[j], bb = q[j + 4], cc = q[j - 4];
+	const bool lo = j < 4;
+	*sc = (float)(lo ? (a & 63u) : ((bb & 15u) | ((cc >> 6) << 4)));
+	*m = (float)(lo ? (bb & 63u) : ((bb >> 4) | ((a >> 6) << 4)));
+}
+
+// Q4_K and Q5_K chunks: c/2 is the 64-value group j, l0 = 16(c%2) the first
+// of the 16 qs bytes read with one 16-byte load; low nibbles are values
+// 64j+l0.., high nibbles 64j+32+l0...
+FP_DEVICE int k4_pos(int c, int g) { return 64 * (c >> 1) + 16 * (c & 1) + 4 * (g & 3) + 32 * (g >> 2); }
+
+struct TQ4_K {
+	// d @0, dmin @2, scales[12] @4, qs[128] @16: 16-byte aligned blocks.
+	enum { QK = 256, BYTES = 144, CPB = 8, VPC = 32 };
+	FP_DOT_VIA_DECODE_AS(dot_decoded)
+	FP_DEVICE int pos(int c, int g) { return k4_pos(c, g); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const int j = c >> 1, l0 = 16 * (c & 1);
+		const uint4 t = *(const uint4*)(b + 16 + 32 * j + l0);
+		const u32 w[4] = {t.x, t.y, t.z, t.w};
+		const u32 ddm = ld_u32(b);
+		const float d = half_to_float((u16)(ddm & 0xffffu)), dmin = half_to_float((u16)(ddm >> 16));
+		float sc1, m1, sc2, m2;
+		scale_min_k4(2 * j, b + 4, &sc1, &m1);
+		scale_min_k4(2 * j + 1, b + 4, &sc2, &m2);
+		const float d1 = d * sc1, mm1 = dmin * m1, d2 = d * sc2, mm2 = dmin * m2;
+#pragma unroll
+		for (int i = 0; i < 16; i++) {
+			const u32 byte = (w[i >> 2] >> (8 * (i & 3))) & 0xffu;
+			v[i] = d1 * (float)(byte & 15u) - mm1;
+			v[16 + i] = d2 * (float)(byte >> 4) - mm2;
+		}
+	}
+	FP_DEVICE float dot(const u8* b, int c, const float* xv) {
+		const int j = c >> 1, l0 = 16 * (c & 1);
+		const uint4 t = *(const uint4*)(b + 16 + 32 * j + l0);
+		const u32 w[4] = {t.x, t.y, t.z, t.w};
+		// Σ x(d1 q - m1) = d1 Σ xq - m1 Σ x, per nibble half.
+		float sl = 0.f, sh = 0.f, xl = 0.f, xh = 0.f;
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			const u32 lo = w[k] & 0x0f0f0f0fu, hi = (w[k] >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+			for (int i = 0; i < 4; i++) {
+				sl += (small_float(lo, i) - FP_MAGIC) * xv[4 * k + i];
+				sh += (small_float(hi, i) - FP_MAGIC) * xv[16 + 4 * k + i];
+				xl += xv[4 * k + i];
+				xh += xv[16 + 4 * k + i];
+			}
+		}
+		const u32 ddm = ld_u32(b);
+		const float d = half_to_float((u16)(ddm & 0xffffu)), dmin = half_to_float((u16)(ddm >> 16));
+		float sc1, m1, sc2, m2;
+		scale_min_k4(2 * j, b + 4, &sc1, &m1);
+		scale_min_k4(2 * j + 1, b + 4, &sc2, &m2);
+		return d * (sc1 * sl + sc2 * sh) - dmin * (m1 * xl + m2 * xh);
+	}
+	// dot8: the low nibbles lie in activation block 2j, the high in 2j+1.
+	FP_DEVICE float dot8(const u8* b, int c, const i8* xq, const float* xd) {
+		const int j = c >> 1, l0 = 16 * (c & 1);
+		const uint4 t = *(const uint4*)(b + 16 + 32 * j + l0);
+		const u32 w[4] = {t.x, t.y, t.z, t.w};
+		const int* xa = (const int*)(xq + 64 * j + l0);
+		const int* xb = (const int*)(xq + 64 * j + 32 + l0);
+		int sl = 0, sh = 0, sa = 0, sb = 0;
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			const int a = xa[k], bb = xb[k];
+			sl = dp4a((int)(w[k] & 0x0f0f0f0fu), a, sl);
+			sh = dp4a((int)((w[k] >> 4) & 0x0f0f0f0fu), bb, sh);
+			sa = dp4a(0x01010101, a, sa);
+			sb = dp4a(0x01010101, bb, sb);
+		}
+		const u32 ddm = ld_u32(b);
+		const float d = half_to_float((u16)(ddm & 0xffffu)), dmin = half_to_float((u16)(ddm >> 16));
+		float sc1, m1, sc2, m2;
+		scale_min_k4(2 * j, b + 4, &sc1, &m1);
+		scale_min_k4(2 * j + 1, b + 4, &sc2, &m2);
+		return xd[2 * j] * (d * sc1 * (float)sl - dmin * m1 * (float)sa) +
+		       xd[2 * j + 1] * (d * sc2 * (float)sh - dmin * m2 * (float)sb);
+	}
+};
+
+struct TQ5_K {
+	// d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48: 16-byte aligned.
+	enum { QK = 256, BYTES = 176, CPB = 8, VPC = 32 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int c, int g) { return k4_pos(c, g); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const int j = c >> 1, l0 = 16 * (c & 1);
+		const uint4 t = *(const uint4*)(b + 48 + 32 * j + l0);
+		const uint4 th = *(const uint4*)(b + 16 + l0);
+		const u32 w[4] = {t.x, t.y, t.z, t.w}, h[4] = {th.x, th.y, th.z, th.w};
+		const u32 ddm = ld_u32(b);
+		const float d = half_to_float((u16)(ddm & 0xffffu)), dmin = half_to_float((u16)(ddm >> 16));
+		float sc1, m1, sc2, m2;
+		scale_min_k4(2 * j, b + 4, &sc1, &m1);
+		scale_min_k4(2 * j + 1, b + 4, &sc2, &m2);
+		const float d1 = d * sc1, mm1 = dmin * m1, d2 = d * sc2, mm2 = dmin * m2;
+#pragma unroll
+		for (int i = 0; i < 16; i++) {
+			const u32 byte = (w[i >> 2] >> (8 * (i & 3))) & 0xffu;
+			const u32 hb = (h[i >> 2] >> (8 * (i & 3))) & 0xffu;
+			const u32 q1 = (byte & 15u) | (((hb >> (2 * j)) & 1u) << 4);
+			const u32 q2 = (byte >> 4) | (((hb >> (2 * j + 1)) & 1u) << 4);
+			v[i] = d1 * (float)q1 - mm1;
+			v[16 + i] = d2 * (float)q2 - mm2;
+		}
+	}
+};
+
+struct TQ6_K {
+	// ql[128] @0, qh[64] @128, scales[16] (int8) @192, d @208. Chunk c: half
+	// n = c/8, l0 = 4(c%8): values 128n + {0,32,64,96} + l0 .. +3.
+	enum { QK = 256, BYTES = 210, CPB = 16, VPC = 16 };
+	FP_DOT_VIA_DECODE_AS(dot_decoded)
+	FP_DEVICE int pos(int c, int g) { return 128 * (c >> 3) + 32 * g + 4 * (c & 7); }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const int n = c >> 3, l0 = 4 * (c & 7), is = (c & 7) >> 2;
+		const float d = half_to_float(ld_u16(b + 208));
+		const u32 a = ld_u32_a2(b + 64 * n + l0);
+		const u32 bq = ld_u32_a2(b + 64 * n + 32 + l0);
+		const u32 h = ld_u32_a2(b + 128 + 32 * n + l0);
+		const i8* sc = (const i8*)(b + 192 + 8 * n + is);
+		const float s0 = d * (float)sc[0], s1 = d * (float)sc[2], s2 = d * (float)sc[4], s3 = d * (float)sc[6];
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			const int q1 = (int)(((a >> (8 * i)) & 15u) | (((h >> (8 * i)) & 3u) << 4)) - 32;
+			const int q2 = (int)(((bq >> (8 * i)) & 15u) | (((h >> (8 * i + 2)) & 3u) << 4)) - 32;
+			const int q3 = (int)(((a >> (8 * i + 4)) & 15u) | (((h >> (8 * i + 4)) & 3u) << 4)) - 32;
+			const int q4 = (int)(((bq >> (8 * i + 4)) & 15u) | (((h >> (8 * i + 6)) & 3u) << 4)) - 32;
+			v[i] = s0 * (float)q1;
+			v[4 + i] = s1 * (float)q2;
+			v[8 + i] = s2 * (float)q3;
+			v[12 + i] = s3 * (float)q4;
+		}
+	}
+	FP_DEVICE float dot(const u8* b, int c, const float* xv) {
+		const int n = c >> 3, l0 = 4 * (c & 7), is = (c & 7) >> 2;
+		const u32 a = ld_u32_a2(b + 64 * n + l0);
+		const u32 bq = ld_u32_a2(b + 64 * n + 32 + l0);
+		const u32 h = ld_u32_a2(b + 128 + 32 * n + l0);
+		// Four 6-bit quants per word: low nibble from ql, high 2 bits from qh.
+		const u32 q[4] = {(a & 0x0f0f0f0fu) | ((h << 4) & 0x30303030u), (bq & 0x0f0f0f0fu) | ((h << 2) & 0x30303030u),
+		                  ((a >> 4) & 0x0f0f0f0fu) | (h & 0x30303030u), ((bq >> 4) & 0x0f0f0f0fu) | ((h >> 2) & 0x30303030u)};
+		const i8* sc = (const i8*)(b + 192 + 8 * n + is);
+		float s = 0.f;
+#pragma unroll
+		for (int g = 0; g < 4; g++) {
+			float sg = 0.f;
+#pragma unroll
+			for (int i = 0; i < 4; i++) sg += (small_float(q[g], i) - (FP_MAGIC + 32.f)) * xv[4 * g + i];
+			s += (float)sc[2 * g] * sg;
+		}
+		return half_to_float(ld_u16(b + 208)) * s;
+	}
+	// dot8: group g (values 128n+32g+l0..+3) lies in activation block 4n+g.
+	FP_DEVICE float dot8(const u8* b, int c, const i8* xq, const float* xd) {
+		const int n = c >> 3, l0 = 4 * (c & 7), is = (c & 7) >> 2;
+		const u32 a = ld_u32_a2(b + 64 * n + l0);
+		const u32 bq = ld_u32_a2(b + 64 * n + 32 + l0);
+		const u32 h = ld_u32_a2(b + 128 + 32 * n + l0);
+		const u32 q[4] = {(a & 0x0f0f0f0fu) | ((h << 4) & 0x30303030u), (bq & 0x0f0f0f0fu) | ((h << 2) & 0x30303030u),
+		                  ((a >> 4) & 0x0f0f0f0fu) | (h & 0x30303030u), ((bq >> 4) & 0x0f0f0f0fu) | ((h >> 2) & 0x30303030u)};
+		const i8* sc = (const i8*)(b + 192 + 8 * n + is);
+		float s = 0.f;
+#pragma unroll
+		for (int g = 0; g < 4; g++) {
+			const int xv = *(const int*)(xq + 128 * n + 32 * g + l0);
+			const int sg = dp4a((int)q[g], xv, 0) - 32 * dp4a(0x01010101, xv, 0);
+			s += (float)sc[2 * g] * xd[4 * n + g] * (float)sg;
+		}
+		return half_to_float(ld_u16(b + 208)) * s;
+	}
+};
+
+struct TQ8_K {
+	// float d @0, qs[256] @4, bsums @260.
+	enum { QK = 256, BYTES = 292, CPB = 16, VPC = 16 };
+	FP_DOT_VIA_DECODE
+	FP_DEVICE int pos(int c, int g) { return 16 * c + 4 * g; }
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const float d = __uint_as_float(ld_u32(b));
+		const u8* q = b + 4 + 16 * c;
+		const u32 w[4] = {ld_u32(q), ld_u32(q + 4), ld_u32(q + 8), ld_u32(q + 12)};
+#pragma unroll
+		for (int i = 0; i < 16; i++) v[i] = d * sbyte(w[i >> 2], i & 3);
+	}
+};
+
+// ------------------------------------------------------------ kernels
+
+// load_x reads the activations of chunk c of the block starting at xb.
+template <class T>
+FP_DEVICE void load_x(const float* xb, int c, float* xv) {
+	if (T::VPC < 4) {
+		xv[0] = xb[0];
+	} else {
+#pragma unroll
+		for (int g = 0; g < T::VPC / 4; g++) {
+			const float4 t = *(const float4*)(xb + T::pos(c, g));
+			xv[4 * g] = t.x; xv[4 * g + 1] = t.y; xv[4 * g + 2] = t.z; xv[4 * g + 3] = t.w;
+		}
+	}
+}
+
+// mv_unroll is how many chunks a thread of matvec takes per step: all
+// their loads (and those of the R rows) are issued before any is used, so
+// that enough bytes are in flight to hide the memory's latency, within
+// about 64 registers of activations.
+template <class T, int R>
+struct MvUnroll {
+	enum { U0 = 64 / (T::VPC * R), U = U0 < 1 ? 1 : (U0 > 8 ? 8 : U0) };
+};
+
+// matvec: y[r] = (row r of w) · x for rows [blockIdx.x*R, +R). The body has
+// no branches around loads (a branch would stop the compiler from issuing
+// the next row's loads before this row's arithmetic): out-of-range chunks
+// and rows are clamped to valid ones and their sums discarded.
+template <class T, int R, bool DECODED>
+FP_DEVICE void matvec(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
+                      int rows, int cols, long long rowBytes) {
+	enum { U = MvUnroll<T, R>::U };
+	const int row0 = blockIdx.x * R;
+	const int nchunks = (cols / T::QK) * T::CPB;
+	const int nr = rows - row0 < R ? rows - row0 : R;
+	float acc[R];
+	const u8* wr[R];
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		acc[r] = 0.f;
+		wr[r] = w + (long long)(r < nr ? row0 + r : row0) * rowBytes;
+	}
+	for (int i0 = 0; i0 < nchunks; i0 += U * MV_THREADS) {
+		float xv[U][T::VPC];
+		int blk[U], c[U];
+		float ok[U];
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			int i = i0 + u * MV_THREADS + threadIdx.x;
+			ok[u] = i < nchunks ? 1.f : 0.f;
+			i = i < nchunks ? i : nchunks - 1;
+			blk[u] = i / T::CPB;
+			c[u] = i % T::CPB;
+			load_x<T>(x + (long long)blk[u] * T::QK, c[u], xv[u]);
+		}
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+#pragma unroll
+			for (int u = 0; u < U; u++) {
+				const u8* b = wr[r] + (long long)blk[u] * T::BYTES;
+				const float s = DECODED ? T::dot_decoded(b, c[u], xv[u]) : T::dot(b, c[u], xv[u]);
+				acc[r] += ok[u] * s;
+			}
+		}
+	}
+	__shared__ float part[MV_WARPS][R];
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		const float s = warp_sum(acc[r]);
+		if (lane == 0) part[warp][r] = s;
+	}
+	__syncthreads();
+	if (threadIdx.x < R && (int)threadIdx.x < nr) {
+		float s = 0.f;
+#pragma unroll
+		for (int k = 0; k < MV_WARPS; k++) s += part[k][threadIdx.x];
+		y[row0 + threadIdx.x] = s;
+	}
+}
+
+// dequant: every value of a rows x cols matrix, one chunk per thread.
+template <class T, bool HALF>
+FP_DEVICE void dequant(const u8* __restrict__ w, void* __restrict__ out, int rows, int cols, long long rowBytes) {
+	const int nb = cols / T::QK;
+	const long long per = (long long)nb * T::CPB;
+	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= per * rows) return;
+	const int row = (int)(i / per);
+	const int rem = (int)(i % per);
+	const int blk = rem / T::CPB, c = rem % T::CPB;
+	float v[T::VPC];
+	T::decode(w + (long long)row * rowBytes + (long long)blk * T::BYTES, c, v);
+	const long long o = (long long)row * cols + (long long)blk * T::QK;
+	if (T::VPC < 4) {
+		if (HALF) ((u16*)out)[o] = float_to_half(v[0]);
+		else ((float*)out)[o] = v[0];
+	} else {
+#pragma unroll
+		for (int g = 0; g < T::VPC / 4; g++) {
+			const long long p = o + T::pos(c, g);
+			if (HALF) {
+				uint2 h;
+				h.x = (u32)float_to_half(v[4 * g]) | ((u32)float_to_half(v[4 * g + 1]) << 16);
+				h.y = (u32)float_to_half(v[4 * g + 2]) | ((u32)float_to_half(v[4 * g + 3]) << 16);
+				*(uint2*)((u16*)out + p) = h;
+			} else {
+				*(float4*)((float*)out + p) = make_float4(v[4 * g], v[4 * g + 1], v[4 * g + 2], v[4 * g + 3]);
+			}
+		}
+	}
+}
+
+// embed: out row t = row tokens[t] of w, dequantised; a token outside
+// [0, rows) gives a row of NaN rather than a read out of bounds.
+template <class T>
+FP_DEVICE void embed(const u8* __restrict__ w, const i32* __restrict__ tokens, float* __restrict__ out,
+                     int rows, int cols, long long rowBytes) {
+	const int t = blockIdx.y;
+	const int per = (cols / T::QK) * T::CPB;
+	const int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= per) return;
+	const int tok = tokens[t];
+	const int blk = i / T::CPB, c = i % T::CPB;
+	float v[T::VPC];
+	if (tok < 0 || tok >= rows) {
+#pragma unroll
+		for (int k = 0; k < T::VPC; k++) v[k] = __int_as_float(0x7fc00000);
+	} else {
+		T::decode(w + (long long)tok * rowBytes + (long long)blk * T::BYTES, c, v);
+	}
+	float* o = out + (long long)t * cols + (long long)blk * T::QK;
+	if (T::VPC < 4) {
+		o[0] = v[0];
+	} else {
+#pragma unroll
+		for (int g = 0; g < T::VPC / 4; g++)
+			*(float4*)(o + T::pos(c, g)) = make_float4(v[4 * g], v[4 * g + 1], v[4 * g + 2], v[4 * g + 3]);
+	}
+}
+
+#define FP_MATVEC(name, T, R)                                                                          \
+	FP_KERNEL void __launch_bounds__(MV_THREADS) matvec_##name##_r##R(                                 \
+	    const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y, int rows, int cols, \
+	    long long rowBytes) {                                                                          \
+		matvec<T, R, false>(w, x, y, rows, cols, rowBytes);                                            \
+	}
+
+// matvec_decoded_<t>_r<R>: the fast types' products through decode, kept to
+// measure what their own dot gains.
+#define FP_MATVEC_DECODED(name, T, R)                                                                  \
+	FP_KERNEL void __launch_bounds__(MV_THREADS) matvec_decoded_##name##_r##R(                         \
+	    const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y, int rows, int cols, \
+	    long long rowBytes) {                                                                          \
+		matvec<T, R, true>(w, x, y, rows, cols, rowBytes);                                             \
+	}
+
+#define FP_TYPE(name, T)                                                                               \
+	FP_MATVEC(name, T, 1)                                                                              \
+	FP_MATVEC(name, T, 2)                                                                              \
+	FP_MATVEC(name, T, 4)                                                                              \
+	FP_KERNEL void dequant_##name##_f32(const u8* __restrict__ w, float* __restrict__ out, int rows,    \
+	                                    int cols, long long rowBytes) {                                \
+		dequant<T, false>(w, out, rows, cols, rowBytes);                                               \
+	}                                                                                                  \
+	FP_KERNEL void dequant_##name##_f16(const u8* __restrict__ w, u16* __restrict__ out, int rows,      \
+	                                    int cols, long long rowBytes) {                                \
+		dequant<T, true>(w, out, rows, cols, rowBytes);                                                \
+	}                                                                                                  \
+	FP_KERNEL void embed_##name(const u8* __restrict__ w, const i32* __restrict__ tokens,              \
+	                            float* __restrict__ out, int rows, int cols, long long rowBytes) {     \
+		embed<T>(w, tokens, out, rows, cols, rowBytes);                                                \
+	}
+
+FP_TYPE(f32, TF32)
+FP_TYPE(f16, TF16)
+FP_TYPE(bf16, TBF16)
+FP_TYPE(f32s, TF32S)
+FP_TYPE(f16s, TF16S)
+FP_TYPE(bf16s, TBF16S)
+FP_TYPE(q4_0, TQ4_0)
+FP_TYPE(q4_1, TQ4_1)
+FP_TYPE(q5_0, TQ5_0)
+FP_TYPE(q5_1, TQ5_1)
+FP_TYPE(q8_0, TQ8_0)
+FP_TYPE(q2_k, TQ2_K)
+FP_TYPE(q3_k, TQ3_K)
+FP_TYPE(q4_k, TQ4_K)
+FP_TYPE(q5_k, TQ5_K)
+FP_TYPE(q6_k, TQ6_K)
+FP_TYPE(q8_k, TQ8_K)
+
+#define FP_DECODED(name, T) FP_MATVEC_DECODED(name, T, 1) FP_MATVEC_DECODED(name, T, 2) FP_MATVEC_DECODED(name, T, 4)
+FP_DECODED(q4_0, TQ4_0)
+FP_DECODED(q8_0, TQ8_0)
+FP_DECODED(q4_k, TQ4_K)
+FP_DECODED(q6_k, TQ6_K)
+
+// ------------------------------------------------------------ int8 activations
+
+// quantize_act_q8: x (n float32, n a multiple of 32) to int8 blocks of 32,
+// as ggml's quantize_row_q8_0: d = amax/127, q = round(x/d) (halves away
+// from zero). xq holds n int8 then n/32 float scales. Groups of 32 threads
+// take one block each, on 32- and 64-wide warps alike.
+FP_KERNEL void quantize_act_q8(i8* __restrict__ xq, const float* __restrict__ x, int n) {
+	const int blk = (blockIdx.x * blockDim.x + threadIdx.x) / 32, l = threadIdx.x % 32;
+	if (blk >= n / 32) return; // whole 32-groups leave together
+	const float v = x[blk * 32 + l];
+	float amax = fabsf(v);
+#pragma unroll
+	for (int m = 16; m > 0; m >>= 1) amax = fmaxf(amax, shfl_xor(amax, m));
+	const float d = amax / 127.f;
+	const float id = d != 0.f ? 1.f / d : 0.f;
+	xq[blk * 32 + l] = (i8)(int)roundf(v * id);
+	if (l == 0) ((float*)(xq + n))[blk] = d;
+}
+
+// matvec8: matvec with int8 activations (quantize_act_q8), for the types
+// with a dot8. dp4a does four multiply-adds per instruction, so the
+// product is bound by memory rather than by unpacking.
+template <class T, int R>
+FP_DEVICE void matvec8(const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows,
+                       int cols, long long rowBytes) {
+	enum { U = 4 / R > 0 ? 4 / R : 1 };
+	const float* xd = (const float*)(xq + cols);
+	const int row0 = blockIdx.x * R;
+	const int nchunks = (cols / T::QK) * T::CPB;
+	const int nr = rows - row0 < R ? rows - row0 : R;
+	float acc[R];
+	const u8* wr[R];
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		acc[r] = 0.f;
+		wr[r] = w + (long long)(r < nr ? row0 + r : row0) * rowBytes;
+	}
+	for (int i0 = 0; i0 < nchunks; i0 += U * MV_THREADS) {
+		int blk[U], c[U];
+		float ok[U];
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			int i = i0 + u * MV_THREADS + threadIdx.x;
+			ok[u] = i < nchunks ? 1.f : 0.f;
+			i = i < nchunks ? i : nchunks - 1;
+			blk[u] = i / T::CPB;
+			c[u] = i % T::CPB;
+		}
+#pragma unroll
+		for (int r = 0; r < R; r++) {
+#pragma unroll
+			for (int u = 0; u < U; u++) {
+				const float s = T::dot8(wr[r] + (long long)blk[u] * T::BYTES, c[u], xq + (long long)blk[u] * T::QK,
+				                        xd + (long long)blk[u] * (T::QK / 32));
+				acc[r] += ok[u] * s;
+			}
+		}
+	}
+	__shared__ float part[MV_WARPS][R];
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+#pragma unroll
+	for (int r = 0; r < R; r++) {
+		const float s = warp_sum(acc[r]);
+		if (lane == 0) part[warp][r] = s;
+	}
+	__syncthreads();
+	if (threadIdx.x < R && (int)threadIdx.x < nr) {
+		float s = 0.f;
+#pragma unroll
+		for (int k = 0; k < MV_WARPS; k++) s += part[k][threadIdx.x];
+		y[row0 + threadIdx.x] = s;
+	}
+}
+
+#define FP_MATVEC8(name, T, R)                                                                         \
+	FP_KERNEL void __launch_bounds__(MV_THREADS) matvec8_##name##_r##R(                                \
+	    const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows, int cols,   \
+	    long long rowBytes) {                                                                          \
+		matvec8<T, R>(w, xq, y, rows, cols, rowBytes);                                                 \
+	}
+#define FP_Q8ACT(name, T) FP_MATVEC8(name, T, 1) FP_MATVEC8(name, T, 2) FP_MATVEC8(name, T, 4)
+FP_Q8ACT(q4_0, TQ4_0)
+FP_Q8ACT(q8_0, TQ8_0)
+FP_Q8ACT(q4_k, TQ4_K)
+FP_Q8ACT(q6_k, TQ6_K)
