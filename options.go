@@ -3,6 +3,8 @@ package forgepipe
 import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
+
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // Option configures Open.
@@ -20,6 +22,7 @@ type options struct {
 	log         zerolog.Logger
 	fault       func(layer int, seq SeqID) // tests only
 	dispatcher  actor.Dispatcher
+	trace       *trace.Recorder
 }
 
 func defaultOptions() options {
@@ -75,3 +78,10 @@ func WithLogger(log zerolog.Logger) Option { return func(o *options) { o.log = l
 func WithInlineLayers() Option {
 	return func(o *options) { o.dispatcher = actor.NewSynchronizedDispatcher(300) }
 }
+
+// WithTrace records a timeline of the pipeline into r: the uploader's
+// staging fills and copies, every layer actor's steps and waits for
+// weights, and the sampler's logits and sampling, one track each (see
+// package trace). Write it with r.WriteJSON after Close, when every copy
+// has been timed. Without it (the default) nothing is recorded.
+func WithTrace(r *trace.Recorder) Option { return func(o *options) { o.trace = r } }

@@ -1,12 +1,15 @@
 package forgepipe
 
 import (
+	"fmt"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/forgepipe/forgepipe/actors/layer"
 	"github.com/forgepipe/forgepipe/actors/loader"
 	"github.com/forgepipe/forgepipe/actors/sampler"
 	"github.com/forgepipe/forgepipe/actors/uploader"
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // supervisorActor is the parent of the pipeline's actors. It spawns them
@@ -25,14 +28,24 @@ func (s *supervisorActor) Receive(ctx actor.Context) {
 			return // a restart of the supervisor itself: children are still there
 		}
 		o := &p.opts
+		tr := o.trace // nil: every track below is nil, nothing is recorded
+		fillTrace, copyTrace := tr.Track("uploader", "staging fill (host)"), tr.Track("uploader", "copy stream (HtoD)")
+		layerTraces := make([]*trace.Track, p.cfg.Layers)
+		for i := range layerTraces {
+			if tr != nil {
+				layerTraces[i] = tr.Track("layers", fmt.Sprintf("layer %d", i))
+			}
+		}
+		samplerTrace := tr.Track("sampler", "sampler")
 		p.loaderPID = ctx.SpawnPrefix(loader.Props(p.file, &p.loaderStats), "forgepipe-loader-")
 		p.uploaderPID = ctx.SpawnPrefix(uploader.Props(uploader.Config{
 			Header: p.file.Header, Model: p.cfg, Loader: p.loaderPID, Device: p.dev,
 			Prefetch: o.prefetch, Budget: o.budget, Stats: &p.uploaderStats, Log: o.log,
+			FillTrace: fillTrace, CopyTrace: copyTrace,
 		}), "forgepipe-uploader-")
 		p.samplerPID = ctx.SpawnPrefix(sampler.Props(sampler.Config{
 			Model: p.cfg, Tokenizer: p.tok, ContextSize: p.ctxSize, MaxBatch: o.maxBatch,
-			Uploader: p.uploaderPID, Stats: &p.samplerStats, Log: o.log,
+			Uploader: p.uploaderPID, Stats: &p.samplerStats, Log: o.log, Trace: samplerTrace,
 		}), "forgepipe-sampler-")
 		n := p.cfg.Layers
 		p.layerPIDs = make([]*actor.PID, n)
@@ -45,6 +58,7 @@ func (s *supervisorActor) Receive(ctx actor.Context) {
 			p.layerPIDs[i] = ctx.SpawnPrefix(layer.Props(layer.Config{
 				Index: i, Model: p.cfg, Next: next, Sampler: p.samplerPID, Uploader: p.uploaderPID,
 				MaxBatch: o.maxBatch, Stats: p.layerStats[i], Log: o.log, Fault: fault, Dispatcher: o.dispatcher,
+				Trace: layerTraces[i],
 			}), "forgepipe-layer-")
 			next = p.layerPIDs[i]
 		}

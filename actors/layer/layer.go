@@ -25,6 +25,7 @@ import (
 
 	"github.com/forgepipe/forgepipe/actors/uploader"
 	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // ErrWeightsTimeout is wrapped when the uploader does not answer a weights
@@ -53,6 +54,9 @@ type Config struct {
 	// Fault, if set, is called before each step for every sequence in it
 	// and may panic: a test hook for the supervision path.
 	Fault func(layer int, seq SeqID)
+	// Trace, if set, gets a span per step (rows, sequences) and per wait
+	// for weights: the request's round trip and the wait for the copy.
+	Trace *trace.Track
 }
 
 // Props returns the props of a layer actor. The state the actor keeps
@@ -86,6 +90,7 @@ type state struct {
 	requested bool
 	reqGen    uint64
 	timer     *time.Timer
+	asked     time.Duration // trace time of the weights request
 
 	inflight     []*Activations // the batch being computed, nil between steps
 	inflightSolo bool
@@ -198,6 +203,7 @@ func (a *layerActor) request(ctx actor.Context) {
 	}
 	st.timer = time.AfterFunc(a.cfg.WeightsTimeout, func() { root.Send(self, &weightsTimeout{gen: gen}) })
 	a.cfg.Stats.WeightRequests.Add(1)
+	st.asked = a.cfg.Trace.Now()
 	ctx.Send(a.cfg.Uploader, &uploader.WeightsRequest{Layer: a.cfg.Index, ReplyTo: self})
 }
 
@@ -222,6 +228,7 @@ func (a *layerActor) weightsReady(ctx actor.Context, m *uploader.WeightsReady) {
 		return
 	}
 	st.weights, st.ready = b, m.Ready
+	a.cfg.Trace.Span("wait weights", "wait", st.asked, trace.Args{trace.Int("layer", a.cfg.Index)})
 	// Step now rather than after a queued flush: an Evicted already in the
 	// mailbox would otherwise take the weights before they are used, and
 	// under a tight budget the layers could pass them round without ever
@@ -304,14 +311,22 @@ func (a *layerActor) compute(batch []*Activations, rows int) *Activations {
 		// On the host backend the step runs on this thread, so it waits for
 		// the copy here (only if it is still running); a GPU step would
 		// instead make its stream wait on the event.
-		start := time.Now()
+		start, t0 := time.Now(), a.cfg.Trace.Now()
 		if err := st.ready.Synchronize(context.Background()); err != nil {
 			panic(fmt.Errorf("layer %d: waiting for weights: %w", a.cfg.Index, err))
 		}
 		st.ready = nil
 		a.cfg.Stats.WeightWaitNanos.Add(time.Since(start).Nanoseconds())
+		a.cfg.Trace.Span("wait copy", "wait", t0, trace.Args{trace.Int("layer", a.cfg.Index)})
+	}
+	var t0 time.Duration
+	if tr := a.cfg.Trace; tr != nil {
+		t0 = tr.Now()
 	}
 	st.weights.Forward(c, out.X, segs, &st.scratch)
+	if tr := a.cfg.Trace; tr != nil {
+		tr.Span("forward", "compute", t0, trace.Args{trace.Int("layer", a.cfg.Index), trace.Int("rows", rows), trace.Int("seqs", len(seqs))})
+	}
 	for seq := range seqs {
 		st.kvBytes += int64(st.caches[seq].Bytes())
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/forgepipe/forgepipe/model"
 	"github.com/forgepipe/forgepipe/sample"
 	"github.com/forgepipe/forgepipe/tokenizer"
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // Errors a Done may carry.
@@ -47,6 +48,9 @@ type Config struct {
 	Uploader    *actor.PID
 	Stats       *Stats
 	Log         zerolog.Logger
+	// Trace, if set, gets a span per projection to logits and per round
+	// of sampling.
+	Trace *trace.Track
 }
 
 // Stats are the sampler's counters.
@@ -388,10 +392,21 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 		return
 	}
 	logits := make([]float32, len(need)*c.Vocab)
+	var t0 time.Duration
+	if tr := a.cfg.Trace; tr != nil {
+		t0 = tr.Now()
+	}
 	a.st.m.Logits(logits, xs, len(need))
 	a.cfg.Stats.LogitRows.Add(int64(len(need)))
+	if tr := a.cfg.Trace; tr != nil {
+		tr.Span("logits", "sample", t0, trace.Args{trace.Int("rows", len(need))})
+		t0 = tr.Now()
+	}
 	for i, s := range need {
 		a.step(ctx, s, logits[i*c.Vocab:(i+1)*c.Vocab])
+	}
+	if tr := a.cfg.Trace; tr != nil {
+		tr.Span("sample", "sample", t0, trace.Args{trace.Int("seqs", len(need))})
 	}
 	a.st.inflight = nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/forgepipe/forgepipe/gguf"
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // Errors a WeightsReady may carry.
@@ -61,6 +62,9 @@ type Config struct {
 	LoadTimeout time.Duration
 	Stats       *Stats
 	Log         zerolog.Logger
+	// CopyTrace, if set, gets a span per upload: the HtoD copy, timed on
+	// the copy stream with events. FillTrace gets the staging fills.
+	FillTrace, CopyTrace *trace.Track
 }
 
 // Stats are the uploader's counters.
@@ -129,6 +133,7 @@ type state struct {
 	stream   hip.Stream
 	stage    hip.HostBuffer // pinned staging, as large as the largest layer
 	err      error          // a setup failure, reported to every request
+	copies   []*copyTiming  // uploads being timed for the trace
 }
 
 type uploaderActor struct {
@@ -170,6 +175,8 @@ func (a *uploaderActor) Receive(ctx actor.Context) {
 		a.release(ctx, m)
 	case *freeMsg:
 		a.free(ctx, m)
+	case *copyDone:
+		a.resolveCopy(m.ct)
 	case *loadTimeout:
 		if e := a.st.byReq[m.reqID]; e != nil && e.phase == loading {
 			delete(a.st.byReq, m.reqID)
@@ -390,9 +397,11 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 		_ = dev.Free(ptr)
 		return fmt.Errorf("uploader: %w", err)
 	}
+	ct := a.newCopyTiming(e) // nil unless tracing
 	abort := func(err error) error {
 		// Free only once nothing queued can still touch the memory.
 		_ = s.Synchronize(context.Background())
+		a.resolveCopy(ct)
 		_ = dev.Free(ptr)
 		_ = ev.Destroy()
 		return fmt.Errorf("uploader: layer %d: %w", e.layer, err)
@@ -402,14 +411,20 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 	// staging -> device. The one staging buffer is reused: the stream runs
 	// in order, so a fill starts only after the previous copy out of it.
 	views, tensors, offsets, buf := e.views, e.tensors, e.offsets, staging.Bytes()[:e.bytes]
+	self, root := ctx.Self(), ctx.ActorSystem().Root
 	err = errors.Join(
 		s.LaunchHostFunc(func() {
-			for i, t := range tensors {
-				copy(buf[offsets[i]:], views[t.Name])
-			}
+			ct.fill(func() {
+				for i, t := range tensors {
+					copy(buf[offsets[i]:], views[t.Name])
+				}
+			})
 		}),
+		ct.before(s),
 		s.MemcpyHtoDAsync(ptr, buf),
+		ct.after(s),
 		ev.Record(s),
+		ct.notify(s, func(m *copyDone) { root.Send(self, m) }),
 	)
 	if err != nil {
 		return abort(err)
@@ -553,6 +568,7 @@ func (a *uploaderActor) shutdown() {
 		_ = a.st.stream.Destroy()
 		a.st.stream = nil
 	}
+	a.resolveCopies()
 	if a.st.stage != nil {
 		_ = a.st.stage.Free()
 		a.st.stage = nil

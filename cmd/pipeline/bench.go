@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/forgepipe/forgepipe/model"
 	"github.com/forgepipe/forgepipe/sample"
 	"github.com/forgepipe/forgepipe/tokenizer"
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // benchFlags are the flags of the bench command.
@@ -24,6 +27,7 @@ type benchFlags struct {
 	concurrency  int
 	reps         int
 	asJSON       bool
+	trace        string
 	pipe         pipelineFlags
 }
 
@@ -50,6 +54,15 @@ type benchReport struct {
 	Reps         []benchRep               `json:"reps"`
 	Uploader     *forgepipe.UploaderStats `json:"uploader,omitempty"`
 	MaxBatchRows int64                    `json:"max_batch_rows,omitempty"`
+	Trace        *benchTrace              `json:"trace,omitempty"`
+}
+
+// benchTrace says where --trace wrote the timeline and what it holds.
+type benchTrace struct {
+	File    string               `json:"file"`
+	Events  int                  `json:"events"`
+	Dropped int64                `json:"dropped"`
+	Tracks  []trace.TrackSummary `json:"tracks"`
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -61,7 +74,11 @@ func (a *app) benchCommand() *cobra.Command {
 path): the plan (opening the model), then --reps repetitions of --concurrency
 sequences started together, each with a prompt of --prompt-tokens tokens and
 up to --gen-tokens greedy tokens. The first repetition of the pipeline
-includes the lazy upload of the weights.`,
+includes the lazy upload of the weights.
+
+--trace FILE writes a timeline of the whole run (uploads on the copy stream,
+every layer's steps, the sampler, waits for weights) as a Chrome trace: open
+it at https://ui.perfetto.dev.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
@@ -73,6 +90,8 @@ includes the lazy upload of the weights.`,
 				return fmt.Errorf("--concurrency %d: want > 0", fl.concurrency)
 			case fl.reps <= 0:
 				return fmt.Errorf("--reps %d: want > 0", fl.reps)
+			case fl.trace != "" && fl.pipe.eager:
+				return fmt.Errorf("--trace: the timeline is of the actor pipeline, not --eager")
 			}
 			if err := checkFile("model", fl.model); err != nil {
 				return err
@@ -87,6 +106,7 @@ includes the lazy upload of the weights.`,
 	f.IntVar(&fl.concurrency, "concurrency", 1, "sequences run at once")
 	f.IntVar(&fl.reps, "reps", 3, "repetitions")
 	f.BoolVar(&fl.asJSON, "json", false, "print one JSON object")
+	f.StringVar(&fl.trace, "trace", "", "write a Chrome trace (Perfetto: ui.perfetto.dev) of uploads, layer steps and sampling to this file")
 	fl.pipe.register(f)
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
@@ -115,6 +135,7 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 	var run func(ctx context.Context, seq int) (benchSeq, error)
 	start := time.Now()
 	var pipe *forgepipe.Pipeline
+	var rec *trace.Recorder // --trace
 	if fl.pipe.eager {
 		rep.Mode = "eager"
 		m, err := model.Open(fl.model, model.Options{ContextSize: 0})
@@ -139,6 +160,10 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 			return err
 		}
 		opts = append(opts, forgepipe.WithMaxSequences(fl.concurrency), forgepipe.WithQueueSize(0))
+		if fl.trace != "" {
+			rec = trace.New(trace.Options{})
+			opts = append(opts, forgepipe.WithTrace(rec))
+		}
 		if pipe, err = forgepipe.Open(fl.model, opts...); err != nil {
 			return err
 		}
@@ -213,6 +238,19 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 			rep.MaxBatchRows = max(rep.MaxBatchRows, l.MaxBatchRows)
 		}
 	}
+	if rec != nil {
+		// Closing first lets the uploader time the copies still pending.
+		if err := pipe.Close(); err != nil {
+			return err
+		}
+		bt, err := writeTrace(fl.trace, rec)
+		if err != nil {
+			return err
+		}
+		rep.Trace = bt
+		a.log.Info().Str("file", rep.Trace.File).Int("events", rep.Trace.Events).Int64("dropped", rep.Trace.Dropped).
+			Msg("trace written (open it at https://ui.perfetto.dev)")
+	}
 	if fl.asJSON {
 		return json.NewEncoder(a.stdout).Encode(rep)
 	}
@@ -229,7 +267,26 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 		fmt.Fprintf(a.stdout, "uploader: %d uploads (%d prefetched), %d bytes, %d hits, %d evictions, %.1f ms waited; max batch %d rows\n",
 			u.Uploads, u.Prefetches, u.BytesUploaded, u.Hits, u.Evictions, float64(u.WaitNanos)/1e6, rep.MaxBatchRows)
 	}
+	if t := rep.Trace; t != nil {
+		fmt.Fprintf(a.stdout, "trace: %d events (%d dropped) in %s; open it at https://ui.perfetto.dev\n", t.Events, t.Dropped, t.File)
+	}
 	return nil
+}
+
+// writeTrace writes rec to path as a Chrome trace.
+func writeTrace(path string, rec *trace.Recorder) (*benchTrace, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--trace: %w", err)
+	}
+	if err := errors.Join(rec.WriteJSON(f), f.Close()); err != nil {
+		return nil, fmt.Errorf("--trace %s: %w", path, err)
+	}
+	bt := &benchTrace{File: path, Dropped: rec.Dropped(), Tracks: rec.Summary()}
+	for _, t := range bt.Tracks {
+		bt.Events += t.Events
+	}
+	return bt, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
