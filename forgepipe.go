@@ -32,6 +32,7 @@ import (
 	"github.com/forgepipe/forgepipe/gguf"
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/model/gpustep"
 	"github.com/forgepipe/forgepipe/sample"
 	"github.com/forgepipe/forgepipe/tokenizer"
 )
@@ -62,6 +63,7 @@ type Pipeline struct {
 	tok     *tokenizer.Tokenizer
 	ctxSize int
 	dev     hip.Device
+	gpu     *gpustep.Runtime // nil on the host backend
 
 	system     *actor.ActorSystem
 	ownSystem  bool
@@ -121,7 +123,7 @@ func Open(path string, opts ...Option) (*Pipeline, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if p.dev, err = openDevice(o.backend, o.log); err != nil {
+	if p.dev, p.gpu, err = openDevice(o.backend, p.cfg, p.ctxSize, o.maxBatch, o.log); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -172,27 +174,32 @@ func (p *Pipeline) plan() error {
 	return nil
 }
 
-// openDevice opens the backend. Compute runs on the host in this version,
-// so "auto" settles on the host device when a GPU driver opened one whose
-// memory host code cannot read.
-func openDevice(name string, log zerolog.Logger) (hip.Device, error) {
+// openDevice opens the backend: "auto" takes a GPU when a driver finds one
+// and its kernels load, else the host. A GPU device comes with the runtime
+// the actors compute through.
+func openDevice(name string, cfg *model.Config, ctxSize, maxBatch int, log zerolog.Logger) (hip.Device, *gpustep.Runtime, error) {
 	if name == "" {
 		name = "auto"
 	}
 	dev, err := hip.Open(name, hip.Options{Logger: &log})
 	if err != nil {
-		return nil, fmt.Errorf("backend %q: %w", name, err)
+		return nil, nil, fmt.Errorf("backend %q: %w", name, err)
 	}
 	if _, ok := dev.(uploader.HostViewer); ok {
-		return dev, nil
+		return dev, nil, nil
 	}
-	if name != "auto" {
-		dev.Close()
-		return nil, fmt.Errorf("backend %q: %w: the layers compute on the host in this version", name, hip.ErrNotSupported)
+	rt, err := gpustep.New(dev, cfg, gpustep.Options{ContextSize: ctxSize, MaxBatch: maxBatch})
+	if err == nil {
+		log.Info().Str("driver", dev.Driver()).Str("device", dev.Name()).Msg("layers compute on the GPU")
+		return dev, rt, nil
 	}
-	log.Info().Str("driver", dev.Driver()).Msg("layers compute on the host: using the host device")
 	dev.Close()
-	return hip.Open("host", hip.Options{Logger: &log})
+	if name != "auto" {
+		return nil, nil, fmt.Errorf("backend %q: %w", name, err)
+	}
+	log.Warn().Err(err).Msg("the GPU cannot run the model: using the host")
+	dev, err = hip.Open("host", hip.Options{Logger: &log})
+	return dev, nil, err
 }
 
 // Config is the model's configuration, as read from the header (the
@@ -214,6 +221,31 @@ func (p *Pipeline) WeightBytes() int64 {
 	}
 	return n
 }
+
+// DecodeBytes is the bytes of weights one decode step reads: every tensor
+// but the token embedding (one row of it is looked up), plus the output
+// projection (the embedding again when they are tied).
+func (p *Pipeline) DecodeBytes() int64 {
+	var n, embd int64
+	tied := true
+	for _, t := range p.file.Tensors {
+		switch t.Name {
+		case "token_embd.weight":
+			embd = int64(t.Size)
+			continue
+		case "output.weight":
+			tied = false
+		}
+		n += int64(t.Size)
+	}
+	if tied {
+		n += embd
+	}
+	return n
+}
+
+// Device names the device the layers compute on.
+func (p *Pipeline) Device() string { return p.dev.Name() }
 
 // PlanDuration is how long Open took.
 func (p *Pipeline) PlanDuration() time.Duration { return p.planDuration }
@@ -369,7 +401,11 @@ func (p *Pipeline) Close() error {
 	if p.ownSystem {
 		p.system.Shutdown()
 	}
-	return errors.Join(p.dev.Close(), p.file.Close())
+	var gpuErr error
+	if p.gpu != nil {
+		gpuErr = p.gpu.Close()
+	}
+	return errors.Join(gpuErr, p.dev.Close(), p.file.Close())
 }
 
 // Queued is the number of requests waiting for a sequence slot.

@@ -8,6 +8,16 @@ type Stats struct {
 	Uploader UploaderStats
 	Sampler  SamplerStats
 	Layers   []LayerStats
+	// GPU counts the GPU backend's steps (nil on the host), whose KV caches
+	// it holds (GPUKVBytes) rather than the layers.
+	GPU        *GPUStats `json:",omitempty"`
+	GPUKVBytes int64     `json:",omitempty"`
+}
+
+// GPUStats count the block steps enqueued on the GPU and how many went
+// through a captured graph.
+type GPUStats struct {
+	Steps, GraphLaunches, GraphCaptures int64
 }
 
 // LoaderStats count the loader's work.
@@ -38,7 +48,7 @@ type LayerStats struct {
 
 // KVBytes is the memory held by all layers' KV caches.
 func (s Stats) KVBytes() int64 {
-	var n int64
+	n := s.GPUKVBytes
 	for _, l := range s.Layers {
 		n += l.KVBytes
 	}
@@ -75,6 +85,11 @@ func (p *Pipeline) Stats() Stats {
 			l.BatchSizes[i] = ls.BatchSizes[i].Load()
 		}
 		s.Layers = append(s.Layers, l)
+	}
+	if p.gpu != nil {
+		g := p.gpu.Stats()
+		s.GPU = &GPUStats{Steps: g.Steps, GraphLaunches: g.GraphLaunches, GraphCaptures: g.GraphCaptures}
+		s.GPUKVBytes = p.gpu.KVBytes()
 	}
 	return s
 }

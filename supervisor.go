@@ -41,11 +41,11 @@ func (s *supervisorActor) Receive(ctx actor.Context) {
 		p.uploaderPID = ctx.SpawnPrefix(uploader.Props(uploader.Config{
 			Header: p.file.Header, Model: p.cfg, Loader: p.loaderPID, Device: p.dev,
 			Prefetch: o.prefetch, Budget: o.budget, Stats: &p.uploaderStats, Log: o.log,
-			FillTrace: fillTrace, CopyTrace: copyTrace,
+			FillTrace: fillTrace, CopyTrace: copyTrace, GPU: p.gpu,
 		}), "forgepipe-uploader-")
 		p.samplerPID = ctx.SpawnPrefix(sampler.Props(sampler.Config{
 			Model: p.cfg, Tokenizer: p.tok, ContextSize: p.ctxSize, MaxBatch: o.maxBatch,
-			Uploader: p.uploaderPID, Stats: &p.samplerStats, Log: o.log, Trace: samplerTrace,
+			Uploader: p.uploaderPID, Stats: &p.samplerStats, Log: o.log, Trace: samplerTrace, GPU: p.gpu,
 		}), "forgepipe-sampler-")
 		n := p.cfg.Layers
 		p.layerPIDs = make([]*actor.PID, n)
@@ -58,7 +58,7 @@ func (s *supervisorActor) Receive(ctx actor.Context) {
 			p.layerPIDs[i] = ctx.SpawnPrefix(layer.Props(layer.Config{
 				Index: i, Model: p.cfg, Next: next, Sampler: p.samplerPID, Uploader: p.uploaderPID,
 				MaxBatch: o.maxBatch, Stats: p.layerStats[i], Log: o.log, Fault: fault, Dispatcher: o.dispatcher,
-				Trace: layerTraces[i],
+				Trace: layerTraces[i], GPU: p.gpu,
 			}), "forgepipe-layer-")
 			next = p.layerPIDs[i]
 		}

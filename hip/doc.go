@@ -1,6 +1,6 @@
 // Package hip is forgepipe's device runtime, shaped like the HIP API: devices,
 // device and pinned host memory, streams, events, modules and kernel launch,
-// and a BLAS handle.
+// stream capture into graphs launched as one unit, and a BLAS handle.
 //
 // A Device comes from Open, which picks a driver by name: "cuda" (libcuda,
 // nvrtc, cuBLAS), "rocm" (libamdhip64, hiprtc, hipBLAS) or "host" (the CPU).

@@ -137,7 +137,39 @@ type Stream interface {
 	// or the sticky error (hipStreamQuery). It does not block.
 	Query() error
 	// Destroy releases the stream once its queued work is done
-	// (hipStreamDestroy); it does not wait.
+	// (hipStreamDestroy); it does not wait. A capture in progress is dropped.
+	Destroy() error
+
+	// BeginCapture starts recording the stream (hipStreamBeginCapture, relaxed
+	// mode): work enqueued on it afterwards is recorded, not run, until
+	// EndCapture. Launch, MemcpyDtoDAsync, MemsetD8Async and MemsetD32Async
+	// may be captured on every driver; other calls while capturing fail with
+	// ErrNotSupported on drivers that cannot capture them.
+	//
+	// While the stream is capturing, Query, Synchronize and the device's
+	// Synchronize see only the work enqueued on it before BeginCapture.
+	// Beginning a capture on a stream already capturing fails with
+	// ErrInvalidValue.
+	BeginCapture() error
+	// EndCapture stops recording and returns the recorded work as a graph
+	// ready to launch (hipStreamEndCapture + hipGraphInstantiate). A capture
+	// in which a call failed returns that error and no graph. EndCapture
+	// without BeginCapture fails with ErrInvalidValue.
+	EndCapture() (Graph, error)
+}
+
+// Graph is recorded stream work, launched as one unit (hipGraphExec_t).
+type Graph interface {
+	// Launch enqueues the whole recorded work on s (hipGraphLaunch); it runs
+	// in stream order like any other work on s. The arguments of captured
+	// launches are the values they had at capture time. s may be any
+	// stream of the device that is not capturing.
+	Launch(s Stream) error
+	// Nodes is the number of operations recorded.
+	Nodes() int
+	// Destroy releases the graph (hipGraphExecDestroy + hipGraphDestroy);
+	// launches already enqueued still complete. Destroying twice fails with
+	// ErrInvalidHandle.
 	Destroy() error
 }
 
@@ -197,8 +229,13 @@ type Stats struct {
 	// Pinned is the pinned host memory currently allocated, in bytes.
 	Pinned int64
 	// CopiedHtoD, CopiedDtoH and CopiedDtoD count the bytes of copies
-	// enqueued successfully, whether or not they have run yet.
+	// enqueued successfully, whether or not they have run yet; copies
+	// recorded in a graph count at each launch of the graph.
 	CopiedHtoD, CopiedDtoH, CopiedDtoD int64
-	// Launches counts kernels enqueued.
+	// Launches counts kernels enqueued, those of launched graphs included
+	// (one per captured kernel at each graph launch); kernels recorded by a
+	// capture are counted when the graph is launched.
 	Launches int64
+	// GraphLaunches counts graphs enqueued.
+	GraphLaunches int64
 }

@@ -56,6 +56,7 @@ type HostDevice struct {
 	pinnedBytes int64
 
 	htod, dtoh, dtod, launches atomic.Int64
+	graphLaunches              atomic.Int64
 }
 
 type hostAlloc struct {
@@ -318,6 +319,7 @@ func (d *HostDevice) Stats() Stats {
 		CopiedDtoH:    d.dtoh.Load(),
 		CopiedDtoD:    d.dtod.Load(),
 		Launches:      d.launches.Load(),
+		GraphLaunches: d.graphLaunches.Load(),
 	}
 }
 

@@ -29,11 +29,14 @@ const (
 	opMark               // reach mark
 )
 
-// hostOp is one queued operation.
+// hostOp is one queued operation. When it is enqueued, counter (if any)
+// grows by n: a graph's operations count at each launch of the graph.
 type hostOp struct {
-	kind opKind
-	run  func() error
-	mark *hostMark
+	kind    opKind
+	run     func() error
+	mark    *hostMark
+	counter *atomic.Int64
+	n       int64
 }
 
 // hostStream is a FIFO of operations run in order by its own goroutine.
@@ -43,15 +46,31 @@ type hostStream struct {
 
 	mu        sync.Mutex
 	queue     []hostOp
-	pending   int   // enqueued and not finished, including the running one
-	err       error // sticky: set by the first failed operation
-	destroyed bool  // Destroy was called: drain, then exit
-	exited    bool  // the queue is closed (drained after Destroy, or aborted): nothing more is enqueued
+	pending   int          // enqueued and not finished, including the running one
+	err       error        // sticky: set by the first failed operation
+	destroyed bool         // Destroy was called: drain, then exit
+	exited    bool         // the queue is closed (drained after Destroy, or aborted): nothing more is enqueued
+	capture   *hostCapture // between BeginCapture and EndCapture
 }
 
+// captureRule says what an operation does on a capturing stream.
+type captureRule uint8
+
+const (
+	refuse captureRule = iota // work a capture cannot record: refused, which fails the capture
+	record                    // work a capture records instead of queueing it
+	bypass                    // a wait: queued behind the work enqueued before the capture
+)
+
 // enqueue appends o, or returns why it cannot: the device is closed, the
-// stream destroyed (unless internal), or the stream has a sticky error.
+// stream destroyed (unless internal), the stream has a sticky error, or it
+// is capturing.
 func (s *hostStream) enqueue(call string, o hostOp, internal bool) error {
+	return s.put(call, o, internal, refuse)
+}
+
+// put is enqueue with rule saying what to do while the stream is capturing.
+func (s *hostStream) put(call string, o hostOp, internal bool, rule captureRule) error {
 	s.mu.Lock()
 	switch {
 	case s.dev.closed.Load() || (s.exited && !s.destroyed):
@@ -64,10 +83,22 @@ func (s *hostStream) enqueue(call string, o hostOp, internal bool) error {
 		err := s.err
 		s.mu.Unlock()
 		return wrap(call, err)
+	case s.capture != nil && rule == refuse:
+		err := errNotCapturable(call)
+		s.capture.fail(err)
+		s.mu.Unlock()
+		return err
+	case s.capture != nil && rule == record:
+		s.capture.ops = append(s.capture.ops, o)
+		s.mu.Unlock()
+		return nil
 	}
 	s.queue = append(s.queue, o)
 	s.pending++
 	s.mu.Unlock()
+	if o.counter != nil {
+		o.counter.Add(o.n)
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -197,7 +228,7 @@ func (s *hostStream) abort() {
 // sync enqueues a mark and waits for it or for ctx.
 func (s *hostStream) sync(ctx context.Context, call string, internal bool) error {
 	m := newMark()
-	if err := s.enqueue(call, hostOp{kind: opMark, mark: m}, internal); err != nil {
+	if err := s.put(call, hostOp{kind: opMark, mark: m}, internal, bypass); err != nil {
 		if internal && isInvalidHandle(err) {
 			return nil // destroyed and drained: nothing to wait for
 		}
@@ -252,6 +283,7 @@ func (s *hostStream) Destroy() error {
 		return errf(call, ErrInvalidHandle, "invalid handle: stream already destroyed")
 	}
 	s.destroyed = true
+	s.capture = nil // dropped
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -278,28 +310,23 @@ func (s *hostStream) checkUsable(call string) error {
 
 // enqueueCopy checks the device ranges now, so that a bad call fails at
 // once, and enqueues run, which resolves them again when it runs (the memory
-// may have been freed in between). counter counts n bytes on success.
-func (s *hostStream) enqueueCopy(name string, n int64, counter *atomic.Int64, check func() error, run func() error) error {
+// may have been freed in between). counter counts n bytes on success. rule
+// says whether a capture records the copy.
+func (s *hostStream) enqueueCopy(name string, n int64, counter *atomic.Int64, rule captureRule, check func() error, run func() error) error {
 	if err := s.checkUsable(name); err != nil || n == 0 {
 		return err
 	}
 	if err := check(); err != nil {
 		return err
 	}
-	if err := s.enqueue(name, hostOp{kind: opRun, run: run}, false); err != nil {
-		return err
-	}
-	if counter != nil {
-		counter.Add(n)
-	}
-	return nil
+	return s.put(name, hostOp{kind: opRun, run: run, counter: counter, n: n}, false, rule)
 }
 
 func (s *hostStream) MemcpyHtoDAsync(dst DevicePtr, src []byte) error {
 	n := int64(len(src))
 	call := fmt.Sprintf("hipMemcpyHtoDAsync(%v, %d bytes)", dst, n)
 	view := func() ([]byte, error) { return s.dev.view(call, dst, n) }
-	return s.enqueueCopy("hipMemcpyHtoDAsync", n, &s.dev.htod, discard(view), func() error {
+	return s.enqueueCopy("hipMemcpyHtoDAsync", n, &s.dev.htod, refuse, discard(view), func() error {
 		d, err := view()
 		if err != nil {
 			return err
@@ -313,7 +340,7 @@ func (s *hostStream) MemcpyDtoHAsync(dst []byte, src DevicePtr) error {
 	n := int64(len(dst))
 	call := fmt.Sprintf("hipMemcpyDtoHAsync(%v, %d bytes)", src, n)
 	view := func() ([]byte, error) { return s.dev.view(call, src, n) }
-	return s.enqueueCopy("hipMemcpyDtoHAsync", n, &s.dev.dtoh, discard(view), func() error {
+	return s.enqueueCopy("hipMemcpyDtoHAsync", n, &s.dev.dtoh, refuse, discard(view), func() error {
 		d, err := view()
 		if err != nil {
 			return err
@@ -324,6 +351,10 @@ func (s *hostStream) MemcpyDtoHAsync(dst []byte, src DevicePtr) error {
 }
 
 func (s *hostStream) MemcpyDtoDAsync(dst, src DevicePtr, n int64) error {
+	return s.captured(s.memcpyDtoD(dst, src, n))
+}
+
+func (s *hostStream) memcpyDtoD(dst, src DevicePtr, n int64) error {
 	call := fmt.Sprintf("hipMemcpyDtoDAsync(%v, %v, %d bytes)", dst, src, n)
 	views := func() (d, sv []byte, err error) {
 		if d, err = s.dev.view(call, dst, n); err != nil {
@@ -348,7 +379,7 @@ func (s *hostStream) MemcpyDtoDAsync(dst, src DevicePtr, n int64) error {
 	if n < 0 {
 		return errf(call, ErrInvalidValue, "negative size")
 	}
-	return s.enqueueCopy("hipMemcpyDtoDAsync", n, &s.dev.dtod, check, func() error {
+	return s.enqueueCopy("hipMemcpyDtoDAsync", n, &s.dev.dtod, record, check, func() error {
 		d, sv, err := views()
 		if err != nil {
 			return err
@@ -359,12 +390,16 @@ func (s *hostStream) MemcpyDtoDAsync(dst, src DevicePtr, n int64) error {
 }
 
 func (s *hostStream) MemsetD8Async(dst DevicePtr, v byte, n int64) error {
+	return s.captured(s.memsetD8(dst, v, n))
+}
+
+func (s *hostStream) memsetD8(dst DevicePtr, v byte, n int64) error {
 	call := fmt.Sprintf("hipMemsetD8Async(%v, %#x, %d)", dst, v, n)
 	if n < 0 {
 		return errf(call, ErrInvalidValue, "negative size")
 	}
 	view := func() ([]byte, error) { return s.dev.view(call, dst, n) }
-	return s.enqueueCopy("hipMemsetD8Async", n, nil, discard(view), func() error {
+	return s.enqueueCopy("hipMemsetD8Async", n, nil, record, discard(view), func() error {
 		d, err := view()
 		if err != nil {
 			return err
@@ -377,6 +412,10 @@ func (s *hostStream) MemsetD8Async(dst DevicePtr, v byte, n int64) error {
 }
 
 func (s *hostStream) MemsetD32Async(dst DevicePtr, v uint32, count int64) error {
+	return s.captured(s.memsetD32(dst, v, count))
+}
+
+func (s *hostStream) memsetD32(dst DevicePtr, v uint32, count int64) error {
 	call := fmt.Sprintf("hipMemsetD32Async(%v, %#x, %d)", dst, v, count)
 	if count < 0 || count > hostMaxAlloc/4 {
 		return errf(call, ErrInvalidValue, "count out of range")
@@ -385,7 +424,7 @@ func (s *hostStream) MemsetD32Async(dst DevicePtr, v uint32, count int64) error 
 		return errf(call, ErrInvalidValue, "destination not 4-byte aligned")
 	}
 	view := func() ([]byte, error) { return s.dev.view(call, dst, 4*count) }
-	return s.enqueueCopy("hipMemsetD32Async", count, nil, discard(view), func() error {
+	return s.enqueueCopy("hipMemsetD32Async", count, nil, record, discard(view), func() error {
 		d, err := view()
 		if err != nil {
 			return err
@@ -402,6 +441,10 @@ func discard(view func() ([]byte, error)) func() error {
 }
 
 func (s *hostStream) Launch(f Function, grid, block Dim3, sharedMem uint32, args ...Arg) error {
+	return s.captured(s.launch(f, grid, block, sharedMem, args))
+}
+
+func (s *hostStream) launch(f Function, grid, block Dim3, sharedMem uint32, args []Arg) error {
 	const name = "hipModuleLaunchKernel"
 	hf, ok := f.(*hostFunction)
 	if !ok || hf == nil || hf.mod.dev != s.dev {
@@ -421,17 +464,13 @@ func (s *hostStream) Launch(f Function, grid, block Dim3, sharedMem uint32, args
 	}
 	l := &HostLaunch{Kernel: hf.name, Grid: grid, Block: block, SharedMem: sharedMem,
 		Args: slices.Clone(args), dev: s.dev}
-	if err := s.enqueue(name, hostOp{kind: opRun, run: func() error { return hf.call(l) }}, false); err != nil {
-		return err
-	}
-	s.dev.launches.Add(1)
-	return nil
+	return s.put(name, hostOp{kind: opRun, run: func() error { return hf.call(l) }, counter: &s.dev.launches, n: 1}, false, record)
 }
 
 func (s *hostStream) LaunchHostFunc(fn func()) error {
 	const call = "hipLaunchHostFunc"
 	if fn == nil {
-		return errf(call, ErrInvalidValue, "nil function")
+		return s.captured(errf(call, ErrInvalidValue, "nil function"))
 	}
 	return s.enqueue(call, hostOp{kind: opRun, run: func() (err error) {
 		defer func() {
@@ -455,8 +494,11 @@ func (s *hostStream) WaitEvent(e Event) error {
 	if err != nil {
 		return err
 	}
-	if m == nil {
-		return s.checkUsable(call) // never recorded: nothing to wait for
+	if m == nil { // never recorded: nothing to wait for
+		if err := s.checkUsable(call); err != nil {
+			return err
+		}
+		return s.refuseCapturing(call)
 	}
 	return s.enqueue(call, hostOp{kind: opWait, mark: m}, false)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/forgepipe/forgepipe/sample"
+	"github.com/forgepipe/forgepipe/tokenizer"
 )
 
 // Stop reasons reported in Result.StopReason.
@@ -62,6 +63,36 @@ func rate(n int, d time.Duration) float64 {
 // forward pass and samples up to MaxTokens tokens, streaming each new piece
 // of text to onText (which may be nil). ctx cancels between tokens.
 func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOptions, onText func(string)) (*Result, error) {
+	st := m.NewState()
+	return GenerateWith(ctx, hostStepper{m, st}, m.Tokenizer, m.contextSize, prompt, opts, onText, m.loadDuration)
+}
+
+// Stepper is one sequence on some device: Step runs tokens through the
+// model at the next positions and returns the last one's logits (or, when
+// the sampler is greedy and the device can pick on its own, only the token:
+// logits nil).
+type Stepper interface {
+	Step(ids []int32, greedy bool) (logits []float32, token int32, err error)
+	// Pos is the number of positions filled.
+	Pos() int
+}
+
+type hostStepper struct {
+	m  *Model
+	st *State
+}
+
+func (h hostStepper) Step(ids []int32, _ bool) ([]float32, int32, error) {
+	l, err := h.m.Forward(h.st, ids, false)
+	return l, -1, err
+}
+
+func (h hostStepper) Pos() int { return h.st.Pos }
+
+// GenerateWith is Generate over any Stepper: tok tokenizes and decodes,
+// contextSize bounds the sequence, load is reported as the load time.
+func GenerateWith(ctx context.Context, sp Stepper, tok *tokenizer.Tokenizer, contextSize int, prompt string,
+	opts GenerateOptions, onText func(string), load time.Duration) (*Result, error) {
 	if opts.MaxTokens <= 0 {
 		return nil, fmt.Errorf("max tokens must be > 0, got %d", opts.MaxTokens)
 	}
@@ -73,21 +104,21 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOption
 		if prompt == "" {
 			return nil, ErrEmptyPrompt
 		}
-		ids = m.Tokenizer.Encode(prompt, true, true)
+		ids = tok.Encode(prompt, true, true)
 	}
 	if len(ids) == 0 {
 		return nil, ErrEmptyPrompt
 	}
-	if len(ids) >= m.contextSize {
-		return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d", ErrContextFull, len(ids), m.contextSize)
+	if len(ids) >= contextSize {
+		return nil, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d", ErrContextFull, len(ids), contextSize)
 	}
-	res := &Result{PromptTokens: append([]int32(nil), ids...), LoadDuration: m.loadDuration}
+	res := &Result{PromptTokens: append([]int32(nil), ids...), LoadDuration: load}
 	smp := sample.New(opts.Sampling)
 	for _, id := range ids {
 		smp.Accept(id)
 	}
-	st := m.NewState()
-	dec := m.Tokenizer.NewDecoder()
+	greedy := smp.IsGreedy()
+	dec := tok.NewDecoder()
 	var text strings.Builder
 	// emit streams text[emitted:upto]; text that might begin a stop string
 	// is held back until it is known not to.
@@ -100,7 +131,7 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOption
 	}
 
 	start := time.Now()
-	logits, err := m.Forward(st, ids, false)
+	logits, picked, err := sp.Step(ids, greedy)
 	if err != nil {
 		return nil, err
 	}
@@ -110,9 +141,12 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOption
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		id := smp.Sample(logits)
+		id := picked
+		if logits != nil {
+			id = smp.Sample(logits)
+		}
 		smp.Accept(id)
-		if m.Tokenizer.IsEOG(id) {
+		if tok.IsEOG(id) {
 			res.StopReason = StopEOS
 			break
 		}
@@ -129,11 +163,11 @@ func (m *Model) Generate(ctx context.Context, prompt string, opts GenerateOption
 			res.StopReason = StopMaxTokens
 			break
 		}
-		if st.Pos >= m.contextSize {
+		if sp.Pos() >= contextSize {
 			res.StopReason = StopContext
 			break
 		}
-		if logits, err = m.Forward(st, []int32{id}, false); err != nil {
+		if logits, picked, err = sp.Step([]int32{id}, greedy); err != nil {
 			return res, err
 		}
 	}

@@ -200,3 +200,8 @@ func softmax(c []candidate, t float32) {
 		c[i].p = float32(float64(c[i].p) / sum)
 	}
 }
+
+// IsGreedy reports whether Sample is plain argmax for these parameters
+// (no temperature, no penalties): the GPU backend then picks the token on
+// the device and copies back only its id.
+func (s *Sampler) IsGreedy() bool { return s.p.Temperature <= 0 && !s.p.penalties() }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/forgepipe/forgepipe/actors/uploader"
 	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/model/gpustep"
 	"github.com/forgepipe/forgepipe/trace"
 )
 
@@ -57,6 +58,10 @@ type Config struct {
 	// Trace, if set, gets a span per step (rows, sequences) and per wait
 	// for weights: the request's round trip and the wait for the copy.
 	Trace *trace.Track
+	// GPU, when set, is the device the layer computes on: its weights are
+	// a *gpustep.Block, its messages carry device rows, and a step only
+	// enqueues work (the KV caches live with the runtime's sequences).
+	GPU *gpustep.Runtime
 }
 
 // Props returns the props of a layer actor. The state the actor keeps
@@ -85,6 +90,7 @@ type state struct {
 	flush   bool           // a flush message is queued
 
 	weights   *model.Block
+	gweights  *gpustep.Block
 	ready     uploader.Event
 	lastUse   uploader.Event
 	requested bool
@@ -155,7 +161,9 @@ func (a *layerActor) started(ctx actor.Context) {
 	a.cfg.Stats.Restarts.Add(1)
 	if st.inflight != nil {
 		st.pending = st.pending[len(st.inflight):]
-		if st.inflightSolo {
+		if st.inflightSolo || a.cfg.GPU != nil {
+			// On a GPU the batch's rows are not split again: its
+			// sequences fail.
 			seqs := seqsOf(st.inflight)
 			a.cfg.Log.Warn().Int("layer", a.cfg.Index).Any("seqs", seqs).Msg("sequence failed alone after a panic")
 			a.fail(ctx, seqs, fmt.Errorf("layer %d: %w", a.cfg.Index, ErrPanic))
@@ -180,7 +188,7 @@ func (a *layerActor) schedule(ctx actor.Context) {
 	if len(st.pending) == 0 {
 		return
 	}
-	if st.weights == nil {
+	if !a.holds() {
 		a.request(ctx)
 		return
 	}
@@ -218,16 +226,33 @@ func (a *layerActor) weightsReady(ctx actor.Context, m *uploader.WeightsReady) {
 		a.failPending(ctx, fmt.Errorf("layer %d weights: %w", a.cfg.Index, m.Err))
 		return
 	}
-	b, ok := m.Weights.(*model.Block)
-	if !ok {
-		a.failPending(ctx, fmt.Errorf("layer %d: uploader sent %T, want *model.Block", a.cfg.Index, m.Weights))
-		return
-	}
-	if st.weights != nil { // a second lease on what we hold: give it back
+	if a.holds() { // a second lease on what we hold: give it back
 		ctx.Send(a.cfg.Uploader, &uploader.Release{Layer: a.cfg.Index})
 		return
 	}
-	st.weights, st.ready = b, m.Ready
+	if a.cfg.GPU != nil {
+		b, ok := m.Weights.(*gpustep.Block)
+		if !ok {
+			a.failPending(ctx, fmt.Errorf("layer %d: uploader sent %T, want *gpustep.Block", a.cfg.Index, m.Weights))
+			return
+		}
+		if m.Ready != nil {
+			// The compute stream waits for the copy; this thread does not.
+			if err := a.cfg.GPU.WaitEvent(m.Ready); err != nil {
+				ctx.Send(a.cfg.Uploader, &uploader.Release{Layer: a.cfg.Index})
+				a.failPending(ctx, fmt.Errorf("layer %d weights: %w", a.cfg.Index, err))
+				return
+			}
+		}
+		st.gweights = b
+	} else {
+		b, ok := m.Weights.(*model.Block)
+		if !ok {
+			a.failPending(ctx, fmt.Errorf("layer %d: uploader sent %T, want *model.Block", a.cfg.Index, m.Weights))
+			return
+		}
+		st.weights, st.ready = b, m.Ready
+	}
 	a.cfg.Trace.Span("wait weights", "wait", st.asked, trace.Args{trace.Int("layer", a.cfg.Index)})
 	// Step now rather than after a queued flush: an Evicted already in the
 	// mailbox would otherwise take the weights before they are used, and
@@ -236,14 +261,30 @@ func (a *layerActor) weightsReady(ctx actor.Context, m *uploader.WeightsReady) {
 	a.step(ctx)
 }
 
+// holds reports whether the actor has its weights.
+func (a *layerActor) holds() bool { return a.st.weights != nil || a.st.gweights != nil }
+
 // release gives the weights back to the uploader.
 func (a *layerActor) release(ctx actor.Context) {
 	st := a.st
-	if st.weights == nil {
+	if !a.holds() {
 		return
 	}
+	if st.gweights != nil {
+		// The memory may go once the work enqueued so far has run.
+		if ev, err := a.cfg.GPU.Device().EventCreate(); err == nil {
+			if a.cfg.GPU.Record(ev) == nil {
+				st.lastUse = ev
+			} else {
+				_ = ev.Destroy()
+				_ = a.cfg.GPU.Stream().Synchronize(context.Background())
+			}
+		} else {
+			_ = a.cfg.GPU.Stream().Synchronize(context.Background())
+		}
+	}
 	ctx.Send(a.cfg.Uploader, &uploader.Release{Layer: a.cfg.Index, LastUse: st.lastUse})
-	st.weights, st.ready, st.lastUse = nil, nil, nil
+	st.weights, st.gweights, st.ready, st.lastUse = nil, nil, nil, nil
 }
 
 // step runs one batch: the first pending message alone while recovering
@@ -253,7 +294,7 @@ func (a *layerActor) step(ctx actor.Context) {
 	if len(st.pending) == 0 {
 		return
 	}
-	if st.weights == nil {
+	if !a.holds() {
 		a.request(ctx)
 		return
 	}
@@ -274,10 +315,17 @@ func (a *layerActor) step(ctx actor.Context) {
 	}
 	batch := st.pending[:n:n]
 	st.inflight = batch
-	out := a.compute(batch, rows)
+	var out *Activations
+	if a.cfg.GPU != nil {
+		out = a.computeGPU(ctx, batch, rows)
+	} else {
+		out = a.compute(batch, rows)
+	}
 	st.inflight = nil
 	st.pending = st.pending[n:]
-	ctx.Send(a.cfg.Next, out)
+	if out != nil {
+		ctx.Send(a.cfg.Next, out)
+	}
 	a.schedule(ctx)
 }
 
@@ -335,6 +383,70 @@ func (a *layerActor) compute(batch []*Activations, rows int) *Activations {
 	if e := a.cfg.Log.Debug(); e.Enabled() {
 		e.Int("layer", a.cfg.Index).Int("rows", rows).Int("seqs", len(seqs)).Msg("step")
 	}
+	return out
+}
+
+// computeGPU enqueues the block over the batch's device rows and returns
+// the message of its output rows, or nil when the step could not be
+// enqueued (its sequences are failed).
+func (a *layerActor) computeGPU(ctx actor.Context, batch []*Activations, rows int) *Activations {
+	gp, st := a.cfg.GPU, a.st
+	out := &Activations{}
+	for _, m := range batch {
+		out.Segs = append(out.Segs, m.Segs...)
+	}
+	seqs := make(map[SeqID]struct{}, len(out.Segs))
+	for _, s := range out.Segs {
+		if a.cfg.Fault != nil {
+			a.cfg.Fault(a.cfg.Index, s.Seq)
+		}
+		seqs[s.Seq] = struct{}{}
+	}
+	var t0 time.Duration
+	if tr := a.cfg.Trace; tr != nil {
+		t0 = tr.Now()
+	}
+	in := batch[0].Dev
+	var err error
+	if len(batch) > 1 {
+		parts := make([]gpustep.Rows, len(batch))
+		segs := make([]gpustep.Segment, len(out.Segs))
+		for i, m := range batch {
+			parts[i] = m.Dev
+		}
+		for i, s := range out.Segs {
+			segs[i] = gpustep.Segment{Seq: uint64(s.Seq), Pos: s.Pos, N: s.N}
+		}
+		in, err = gp.Concat(parts, segs)
+	}
+	var res gpustep.Rows
+	if err == nil {
+		res, err = gp.Step(st.gweights, in)
+	}
+	if err != nil {
+		a.cfg.Log.Error().Err(err).Int("layer", a.cfg.Index).Msg("step failed")
+		a.fail(ctx, seqsOf(batch), fmt.Errorf("layer %d: %w", a.cfg.Index, err))
+		for _, m := range batch {
+			gp.Release(m.Dev)
+		}
+		if len(batch) > 1 && in.X != 0 {
+			gp.Release(in)
+		}
+		return nil
+	}
+	// The inputs' last use is enqueued: they go back to the pool. The
+	// output keeps the metadata of in.
+	if len(batch) > 1 {
+		for _, m := range batch {
+			gp.Release(m.Dev)
+		}
+	}
+	gp.Release(gpustep.Rows{X: in.X})
+	out.Dev = res
+	if tr := a.cfg.Trace; tr != nil {
+		tr.Span("enqueue", "compute", t0, trace.Args{trace.Int("layer", a.cfg.Index), trace.Int("rows", rows), trace.Int("seqs", len(seqs))})
+	}
+	a.cfg.Stats.noteBatch(rows, len(seqs))
 	return out
 }
 

@@ -3,6 +3,8 @@ package layer
 import (
 	"math/bits"
 	"sync/atomic"
+
+	"github.com/forgepipe/forgepipe/model/gpustep"
 )
 
 // SeqID names one sequence (one generation) in the pipeline. IDs are never
@@ -21,10 +23,12 @@ type Segment struct {
 }
 
 // Activations carry hidden states from the sampler through the layer
-// actors and back: X holds the rows of all segments in order (rows × Dim).
-// The receiver owns the message and its X.
+// actors and back: X holds the rows of all segments in order (rows × Dim)
+// on the host backend; on a GPU, Dev holds them in device memory, with
+// their row metadata. The receiver owns the message and its rows.
 type Activations struct {
 	X    []float32
+	Dev  gpustep.Rows
 	Segs []Segment
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/forgepipe/forgepipe/actors/layer"
 	"github.com/forgepipe/forgepipe/actors/uploader"
 	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/model/gpustep"
 	"github.com/forgepipe/forgepipe/sample"
 	"github.com/forgepipe/forgepipe/tokenizer"
 	"github.com/forgepipe/forgepipe/trace"
@@ -51,6 +52,11 @@ type Config struct {
 	// Trace, if set, gets a span per projection to logits and per round
 	// of sampling.
 	Trace *trace.Track
+	// GPU, when set, is the device the ring computes on: the sampler embeds
+	// and projects there, gives each sequence its KV cache there, picks
+	// greedy tokens there and copies back only their ids (and the logits
+	// of the sequences that sample on the host).
+	GPU *gpustep.Runtime
 }
 
 // Stats are the sampler's counters.
@@ -90,13 +96,15 @@ type seqState struct {
 
 type outRow struct {
 	seg layer.Segment
-	x   []float32
+	x   []float32 // host: the embedded rows
+	ids []int32   // GPU: the tokens, embedded when the message leaves
 }
 
 type state struct {
 	layers   []*actor.PID
 	seqs     map[layer.SeqID]*seqState
-	m        *model.Model // the globals bound, once uploaded
+	m        *model.Model     // the globals bound, once uploaded (host)
+	g        *gpustep.Globals // the globals on the GPU
 	asked    bool
 	waiting  []*Start // before the globals are ready
 	out      []outRow
@@ -129,7 +137,7 @@ func (a *samplerActor) Receive(ctx actor.Context) {
 	case *uploader.WeightsReady:
 		a.globalsReady(ctx, m)
 	case *globalsTimeout:
-		if a.st.m == nil && a.st.asked {
+		if !a.ready() && a.st.asked {
 			a.failWaiting(ctx, fmt.Errorf("%w: no answer from the uploader in %v", ErrNoWeights, weightTimeout))
 		}
 	case *layer.Activations:
@@ -226,10 +234,17 @@ func (a *samplerActor) start(ctx actor.Context, m *Start) {
 	for _, id := range m.Tokens {
 		s.smp.Accept(id)
 	}
+	if gp := a.cfg.GPU; gp != nil {
+		// The KV cache holds the prompt and every token that may follow.
+		if err := gp.AddSeq(uint64(m.Seq), min(a.cfg.ContextSize, len(m.Tokens)+m.MaxTokens)); err != nil {
+			a.deliverDone(ctx, m, &Done{Seq: m.Seq, Err: err, Result: Result{StopReason: StopError, PromptTokens: m.Tokens}})
+			return
+		}
+	}
 	a.st.seqs[m.Seq] = s
 	a.cfg.Stats.Live.Add(1)
 	a.cfg.Stats.Started.Add(1)
-	if a.st.m == nil {
+	if !a.ready() {
 		a.st.waiting = append(a.st.waiting, m)
 		if !a.st.asked {
 			a.st.asked = true
@@ -242,12 +257,19 @@ func (a *samplerActor) start(ctx actor.Context, m *Start) {
 	a.embedPrompt(ctx, s)
 }
 
+// ready reports whether the globals are bound.
+func (a *samplerActor) ready() bool { return a.st.m != nil || a.st.g != nil }
+
 func (a *samplerActor) globalsReady(ctx actor.Context, m *uploader.WeightsReady) {
 	if a.st.timer != nil {
 		a.st.timer.Stop()
 		a.st.timer = nil
 	}
-	if a.st.m != nil {
+	if a.ready() {
+		return
+	}
+	if a.cfg.GPU != nil {
+		a.gpuGlobalsReady(ctx, m)
 		return
 	}
 	err := m.Err
@@ -274,6 +296,31 @@ func (a *samplerActor) globalsReady(ctx actor.Context, m *uploader.WeightsReady)
 		a.cfg.Model.Rope.FreqFactors = g.RopeFreqs
 	}
 	a.st.m = &model.Model{Config: a.cfg.Model, Tokenizer: a.cfg.Tokenizer, Globals: *g}
+	a.embedWaiting(ctx)
+}
+
+// gpuGlobalsReady takes the globals on the GPU: the compute stream waits
+// for their upload, nobody else does.
+func (a *samplerActor) gpuGlobalsReady(ctx actor.Context, m *uploader.WeightsReady) {
+	err := m.Err
+	g, ok := m.Weights.(*gpustep.Globals)
+	if err == nil && !ok {
+		err = fmt.Errorf("uploader sent %T, want *gpustep.Globals", m.Weights)
+	}
+	if err == nil && m.Ready != nil {
+		err = a.cfg.GPU.WaitEvent(m.Ready)
+	}
+	if err != nil {
+		a.st.asked = false
+		a.failWaiting(ctx, fmt.Errorf("%w: %w", ErrNoWeights, err))
+		return
+	}
+	a.st.g = g
+	a.embedWaiting(ctx)
+}
+
+// embedWaiting sends the prompts that waited for the globals.
+func (a *samplerActor) embedWaiting(ctx actor.Context) {
 	waiting := a.st.waiting
 	a.st.waiting = nil
 	for _, w := range waiting {
@@ -301,6 +348,11 @@ func (a *samplerActor) embedPrompt(ctx actor.Context, s *seqState) {
 	ids, dim := s.start.Tokens, a.cfg.Model.Dim
 	for off := 0; off < len(ids); off += a.cfg.MaxBatch {
 		chunk := ids[off:min(off+a.cfg.MaxBatch, len(ids))]
+		last := off+len(chunk) == len(ids)
+		if a.cfg.GPU != nil {
+			a.queue(ctx, outRow{seg: layer.Segment{Seq: s.start.Seq, Pos: off, N: len(chunk), Logits: last}, ids: chunk})
+			continue
+		}
 		x := make([]float32, len(chunk)*dim)
 		if err := a.st.m.Embed(x, chunk); err != nil {
 			a.finish(ctx, s, StopError, err)
@@ -308,7 +360,6 @@ func (a *samplerActor) embedPrompt(ctx actor.Context, s *seqState) {
 			a.maybeFree(ctx, s)
 			return
 		}
-		last := off+len(chunk) == len(ids)
 		a.queue(ctx, outRow{seg: layer.Segment{Seq: s.start.Seq, Pos: off, N: len(chunk), Logits: last}, x: x})
 	}
 	s.pos = len(ids)
@@ -345,13 +396,31 @@ func (a *samplerActor) flushOut(ctx actor.Context) {
 			rows += a.st.out[n].seg.N
 			n++
 		}
-		msg := &layer.Activations{X: make([]float32, 0, rows*dim), Segs: make([]layer.Segment, 0, n)}
-		for _, r := range a.st.out[:n] {
-			msg.X = append(msg.X, r.x...)
+		batch := a.st.out[:n]
+		a.st.out = a.st.out[n:]
+		msg := &layer.Activations{Segs: make([]layer.Segment, 0, n)}
+		for _, r := range batch {
 			msg.Segs = append(msg.Segs, r.seg)
+		}
+		if a.cfg.GPU != nil {
+			if err := a.gpuEmbed(msg, batch, rows); err != nil {
+				for _, r := range batch {
+					if s := a.st.seqs[r.seg.Seq]; s != nil && !s.done {
+						a.finish(ctx, s, StopError, err)
+						a.maybeFree(ctx, s)
+					}
+				}
+				continue
+			}
+		} else {
+			msg.X = make([]float32, 0, rows*dim)
+			for _, r := range batch {
+				msg.X = append(msg.X, r.x...)
+			}
+		}
+		for _, r := range batch {
 			a.st.seqs[r.seg.Seq].inflight++
 		}
-		a.st.out = a.st.out[n:]
 		a.cfg.Stats.Messages.Add(1)
 		a.cfg.Stats.Rows.Add(int64(rows))
 		ctx.Send(a.st.layers[0], msg)
@@ -359,9 +428,29 @@ func (a *samplerActor) flushOut(ctx actor.Context) {
 	a.st.out = nil
 }
 
+// gpuEmbed embeds a message's rows on the GPU.
+func (a *samplerActor) gpuEmbed(msg *layer.Activations, batch []outRow, rows int) error {
+	ids := make([]int32, 0, rows)
+	segs := make([]gpustep.Segment, len(batch))
+	for i, r := range batch {
+		ids = append(ids, r.ids...)
+		segs[i] = gpustep.Segment{Seq: uint64(r.seg.Seq), Pos: r.seg.Pos, N: r.seg.N}
+	}
+	x, err := a.cfg.GPU.Embed(a.st.g, ids, segs)
+	if err != nil {
+		return err
+	}
+	msg.Dev = x
+	return nil
+}
+
 // activations handles rows back from the last layer: logits for the rows
 // that need them (one projection for all), then a step per sequence.
 func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
+	if a.cfg.GPU != nil {
+		a.gpuActivations(ctx, m)
+		return
+	}
 	c := a.cfg.Model
 	dim := c.Dim
 	var need []*seqState
@@ -403,7 +492,7 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 		t0 = tr.Now()
 	}
 	for i, s := range need {
-		a.step(ctx, s, logits[i*c.Vocab:(i+1)*c.Vocab])
+		a.step(ctx, s, logits[i*c.Vocab:(i+1)*c.Vocab], -1)
 	}
 	if tr := a.cfg.Trace; tr != nil {
 		tr.Span("sample", "sample", t0, trace.Args{trace.Int("seqs", len(need))})
@@ -411,8 +500,75 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 	a.st.inflight = nil
 }
 
-// step samples one token for s, as model.Generate does.
-func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32) {
+// gpuActivations is activations on the GPU: one projection for every row
+// that needs logits, the greedy tokens picked there; the full logits come
+// back only for sequences that sample on the host or asked for them.
+func (a *samplerActor) gpuActivations(ctx actor.Context, m *layer.Activations) {
+	gp := a.cfg.GPU
+	defer gp.Release(m.Dev) // Project below waits for the device
+	var need []*seqState
+	var rows []int
+	var full [][]float32
+	row := 0
+	a.st.inflight = a.st.inflight[:0]
+	for _, sg := range m.Segs {
+		s := a.st.seqs[sg.Seq]
+		last := row + sg.N - 1
+		row += sg.N
+		if s == nil {
+			continue
+		}
+		s.inflight--
+		if s.done {
+			a.maybeFree(ctx, s)
+			continue
+		}
+		if !sg.Logits {
+			continue
+		}
+		need = append(need, s)
+		rows = append(rows, last)
+		var f []float32
+		if s.start.Logits || !s.smp.IsGreedy() {
+			f = make([]float32, a.cfg.Model.Vocab)
+		}
+		full = append(full, f)
+		a.st.inflight = append(a.st.inflight, sg.Seq)
+	}
+	if len(need) == 0 {
+		a.st.inflight = nil
+		return
+	}
+	var t0 time.Duration
+	if tr := a.cfg.Trace; tr != nil {
+		t0 = tr.Now()
+	}
+	ids, err := gp.Project(a.st.g, m.Dev, rows, full)
+	a.cfg.Stats.LogitRows.Add(int64(len(need)))
+	if tr := a.cfg.Trace; tr != nil {
+		tr.Span("logits", "sample", t0, trace.Args{trace.Int("rows", len(need))})
+		t0 = tr.Now()
+	}
+	for i, s := range need {
+		switch {
+		case err != nil:
+			a.finish(ctx, s, StopError, err)
+			a.maybeFree(ctx, s)
+		case full[i] != nil:
+			a.step(ctx, s, full[i], -1)
+		default:
+			a.step(ctx, s, nil, ids[i])
+		}
+	}
+	if tr := a.cfg.Trace; tr != nil {
+		tr.Span("sample", "sample", t0, trace.Args{trace.Int("seqs", len(need))})
+	}
+	a.st.inflight = nil
+}
+
+// step samples one token for s, as model.Generate does: from logits, or
+// the token id already picked on the device when logits is nil.
+func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32, picked int32) {
 	now := time.Now()
 	first := s.tFirst.IsZero()
 	if first {
@@ -422,7 +578,10 @@ func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32) {
 	if s.start.Logits {
 		kept = append([]float32(nil), logits...)
 	}
-	id := s.smp.Sample(logits)
+	id := picked
+	if logits != nil {
+		id = s.smp.Sample(logits)
+	}
 	s.smp.Accept(id)
 	a.cfg.Stats.Tokens.Add(1)
 	if a.cfg.Tokenizer.IsEOG(id) {
@@ -456,6 +615,9 @@ func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32) {
 		a.finish(ctx, s, model.StopMaxTokens, nil)
 	case s.pos >= a.cfg.ContextSize:
 		a.finish(ctx, s, model.StopContext, nil)
+	case a.cfg.GPU != nil:
+		a.queue(ctx, outRow{seg: layer.Segment{Seq: s.start.Seq, Pos: s.pos, N: 1, Logits: true}, ids: []int32{id}})
+		s.pos++
 	default:
 		x := make([]float32, a.cfg.Model.Dim)
 		if err := a.st.m.Embed(x, []int32{id}); err != nil {
@@ -510,6 +672,11 @@ func (a *samplerActor) maybeFree(ctx actor.Context, s *seqState) {
 	}
 	delete(a.st.seqs, s.start.Seq)
 	a.cfg.Stats.Live.Add(-1)
+	if a.cfg.GPU != nil {
+		// Every step that reads the cache has been enqueued: its last
+		// segment came back.
+		a.cfg.GPU.DropSeq(uint64(s.start.Seq))
+	}
 	for _, pid := range a.st.layers {
 		ctx.Send(pid, &layer.FreeSequence{Seq: s.start.Seq})
 	}

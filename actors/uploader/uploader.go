@@ -18,6 +18,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +32,7 @@ import (
 	"github.com/forgepipe/forgepipe/gguf"
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/model/gpustep"
 	"github.com/forgepipe/forgepipe/trace"
 )
 
@@ -65,6 +70,9 @@ type Config struct {
 	// CopyTrace, if set, gets a span per upload: the HtoD copy, timed on
 	// the copy stream with events. FillTrace gets the staging fills.
 	FillTrace, CopyTrace *trace.Track
+	// GPU, when set, binds the weights for GPU compute (*gpustep.Block and
+	// *gpustep.Globals) instead of host views of the device memory.
+	GPU *gpustep.Runtime
 }
 
 // Stats are the uploader's counters.
@@ -129,11 +137,15 @@ type state struct {
 	byReq    map[uint64]*entry
 	nextReq  uint64
 	resident int64
-	cursor   int // the layer last asked for: distances are counted from it
-	stream   hip.Stream
-	stage    hip.HostBuffer // pinned staging, as large as the largest layer
-	err      error          // a setup failure, reported to every request
-	copies   []*copyTiming  // uploads being timed for the trace
+	cursor   int               // the layer last asked for: distances are counted from it
+	stream   hip.Stream        // the copy stream
+	fill     hip.Stream        // runs the staging fills (host functions)
+	stage    [2]hip.HostBuffer // pinned staging, each as large as the largest layer
+	filled   [2]hip.Event      // on fill: staging i holds the next upload
+	emptied  [2]hip.Event      // on stream: the copy out of staging i is done
+	next     int               // the staging buffer of the next upload
+	err      error             // a setup failure, reported to every request
+	copies   []*copyTiming     // uploads being timed for the trace
 }
 
 type uploaderActor struct {
@@ -161,10 +173,10 @@ func (a *uploaderActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		if a.st.stream == nil && a.st.err == nil {
-			if _, ok := a.cfg.Device.(HostViewer); !ok {
-				a.st.err = fmt.Errorf("uploader: the %s device cannot show its memory to host kernels (only the host backend computes here)", a.cfg.Device.Driver())
-			} else if a.st.stream, a.st.err = a.cfg.Device.StreamCreate(); a.st.err != nil {
-				a.st.err = fmt.Errorf("uploader: %w", a.st.err)
+			if _, ok := a.cfg.Device.(HostViewer); !ok && a.cfg.GPU == nil {
+				a.st.err = fmt.Errorf("uploader: the %s device cannot show its memory to host kernels and no GPU runtime was given", a.cfg.Device.Driver())
+			} else if err := a.setup(); err != nil {
+				a.st.err = fmt.Errorf("uploader: %w", err)
 			}
 		}
 	case *WeightsRequest:
@@ -187,10 +199,53 @@ func (a *uploaderActor) Receive(ctx actor.Context) {
 	}
 }
 
+// setup makes the copy and fill streams and the staging events.
+func (a *uploaderActor) setup() error {
+	dev := a.cfg.Device
+	var err error
+	if a.st.stream, err = dev.StreamCreate(); err != nil {
+		return err
+	}
+	if a.st.fill, err = dev.StreamCreate(); err != nil {
+		return err
+	}
+	for i := range a.st.filled {
+		if a.st.filled[i], err = dev.EventCreate(); err != nil {
+			return err
+		}
+		if a.st.emptied[i], err = dev.EventCreate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tensorRank orders a layer's tensors on the device so that the matrices
+// one input feeds lie back to back (Q, K, V; gate, up): a GPU step of one
+// row multiplies each group in one launch.
+var tensorRank = map[string]int{"attn_norm.weight": 0, "attn_q.weight": 1, "attn_k.weight": 2, "attn_v.weight": 3,
+	"attn_output.weight": 4, "ffn_norm.weight": 5, "ffn_gate.weight": 6, "ffn_up.weight": 7, "ffn_down.weight": 8}
+
+func rankOf(name string) int {
+	if i := strings.IndexByte(name, '.'); strings.HasPrefix(name, "blk.") && i >= 0 {
+		rest := name[i+1:]
+		if j := strings.IndexByte(rest, '.'); j >= 0 {
+			if r, ok := tensorRank[rest[j+1:]]; ok {
+				return r
+			}
+		}
+	}
+	return len(tensorRank)
+}
+
 func (a *uploaderActor) entry(layer int) *entry {
 	e := a.st.entries[layer]
 	if e == nil {
 		e = &entry{layer: layer, tensors: loader.LayerTensors(a.cfg.Header, layer)}
+		if a.cfg.GPU != nil {
+			e.tensors = slices.Clone(e.tensors)
+			slices.SortStableFunc(e.tensors, func(x, y *gguf.TensorInfo) int { return rankOf(x.Name) - rankOf(y.Name) })
+		}
 		for _, t := range e.tensors {
 			e.bytes = (e.bytes + align - 1) / align * align
 			e.offsets = append(e.offsets, e.bytes)
@@ -387,11 +442,13 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 	if err != nil {
 		return fmt.Errorf("uploader: layer %d: %w", e.layer, err)
 	}
-	staging, err := a.staging()
+	buf := a.st.next
+	staging, err := a.staging(buf)
 	if err != nil {
 		_ = dev.Free(ptr)
 		return fmt.Errorf("uploader: layer %d staging: %w", e.layer, err)
 	}
+	a.st.next = 1 - buf
 	ev, err := dev.EventCreate()
 	if err != nil {
 		_ = dev.Free(ptr)
@@ -406,28 +463,50 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 		_ = ev.Destroy()
 		return fmt.Errorf("uploader: layer %d: %w", e.layer, err)
 	}
-	// Both copies run on the copy stream: mmap -> pinned staging (a host
-	// function: the page reads happen there, not on this thread), then
-	// staging -> device. The one staging buffer is reused: the stream runs
-	// in order, so a fill starts only after the previous copy out of it.
-	views, tensors, offsets, buf := e.views, e.tensors, e.offsets, staging.Bytes()[:e.bytes]
+	// Two streams, two pinned staging buffers in turn: the fill stream
+	// copies mmap -> staging in a host function (the page reads happen
+	// there, not on this thread), the copy stream staging -> device. The
+	// fill of one buffer overlaps the copy out of the other; a fill waits
+	// for the last copy out of its buffer, a copy for its fill.
+	views, tensors, offsets, host := e.views, e.tensors, e.offsets, staging.Bytes()[:e.bytes]
 	self, root := ctx.Self(), ctx.ActorSystem().Root
+	fs := a.st.fill
 	err = errors.Join(
-		s.LaunchHostFunc(func() {
-			ct.fill(func() {
-				for i, t := range tensors {
-					copy(buf[offsets[i]:], views[t.Name])
-				}
-			})
+		fs.WaitEvent(a.st.emptied[buf]),
+		fs.LaunchHostFunc(func() {
+			ct.fill(func() { fillStaging(host, tensors, offsets, views) })
 		}),
+		a.st.filled[buf].Record(fs),
+		s.WaitEvent(a.st.filled[buf]),
 		ct.before(s),
-		s.MemcpyHtoDAsync(ptr, buf),
+		s.MemcpyHtoDAsync(ptr, host),
 		ct.after(s),
 		ev.Record(s),
+		a.st.emptied[buf].Record(s),
 		ct.notify(s, func(m *copyDone) { root.Send(self, m) }),
 	)
 	if err != nil {
 		return abort(err)
+	}
+	var w any
+	if gp := a.cfg.GPU; gp != nil {
+		// Bound from the headers and the mapped bytes (only the small
+		// vectors are read); the matrices are used where they land.
+		src := &deviceTensors{header: a.cfg.Header, data: views}
+		at := make(map[string]hip.DevicePtr, len(tensors))
+		for i, t := range tensors {
+			at[t.Name] = ptr.Add(offsets[i])
+		}
+		loc := func(name string) (hip.DevicePtr, bool) { p, ok := at[name]; return p, ok }
+		if e.layer == loader.Globals {
+			w, err = gp.BindGlobals(src, loc)
+		} else {
+			w, err = gp.BindBlock(e.layer, src, loc)
+		}
+		if err != nil {
+			return abort(err)
+		}
+		return a.uploaded(ctx, e, ptr, ev, w)
 	}
 	mem, err := dev.(HostViewer).HostView(ptr, e.bytes)
 	if err != nil {
@@ -446,7 +525,6 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 			return abort(err)
 		}
 	}
-	var w any
 	if e.layer == loader.Globals {
 		g := new(model.Globals)
 		err, w = model.Bind(src, "", a.cfg.Model, g), g
@@ -457,6 +535,46 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 	if err != nil {
 		return abort(err)
 	}
+	return a.uploaded(ctx, e, ptr, ev, w)
+}
+
+// fillStaging copies a layer's tensors from the mapped file into the
+// staging buffer, in pieces spread over a few goroutines: page faults on a
+// cold file are served in parallel, and a warm one copies faster.
+func fillStaging(dst []byte, tensors []*gguf.TensorInfo, offsets []int64, views map[string][]byte) {
+	const piece = 4 << 20
+	type job struct {
+		dst, src []byte
+	}
+	var jobs []job
+	for i, t := range tensors {
+		src := views[t.Name]
+		for off := 0; off < len(src); off += piece {
+			end := min(off+piece, len(src))
+			jobs = append(jobs, job{dst[offsets[i]+int64(off):], src[off:end]})
+		}
+	}
+	workers := min(len(jobs), runtime.GOMAXPROCS(0), 8)
+	if workers <= 1 {
+		for _, j := range jobs {
+			copy(j.dst, j.src)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for k := next.Add(1) - 1; k < int64(len(jobs)); k = next.Add(1) - 1 {
+				copy(jobs[k].dst, jobs[k].src)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// uploaded makes e resident with its bound weights and answers its waiters.
+func (a *uploaderActor) uploaded(ctx actor.Context, e *entry, ptr hip.DevicePtr, ev hip.Event, w any) error {
 	e.ptr, e.ready, e.weights, e.views, e.phase = ptr, ev, w, nil, resident
 	st := a.cfg.Stats
 	if e.layer == loader.Globals {
@@ -521,6 +639,9 @@ func (a *uploaderActor) free(ctx actor.Context, m *freeMsg) {
 	if e == nil || e.ptr != m.ptr || e.phase != resident {
 		return
 	}
+	if f, ok := e.weights.(interface{ Free() }); ok {
+		f.Free()
+	}
 	_ = a.cfg.Device.Free(e.ptr)
 	if e.ready != nil {
 		_ = e.ready.Destroy()
@@ -539,11 +660,11 @@ func (a *uploaderActor) free(ctx actor.Context, m *freeMsg) {
 	}
 }
 
-// staging returns the pinned staging buffer, allocated on first use with
-// the size of the largest layer (headers only).
-func (a *uploaderActor) staging() (hip.HostBuffer, error) {
-	if a.st.stage != nil {
-		return a.st.stage, nil
+// staging returns pinned staging buffer i, allocated on first use with the
+// size of the largest layer (headers only).
+func (a *uploaderActor) staging(i int) (hip.HostBuffer, error) {
+	if a.st.stage[i] != nil {
+		return a.st.stage[i], nil
 	}
 	var size int64
 	for l := loader.Globals; l < a.cfg.Model.Layers; l++ {
@@ -553,7 +674,7 @@ func (a *uploaderActor) staging() (hip.HostBuffer, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.st.stage = b
+	a.st.stage[i] = b
 	return b, nil
 }
 
@@ -563,15 +684,27 @@ func (a *uploaderActor) shutdown() {
 			e.timer.Stop()
 		}
 	}
-	if a.st.stream != nil {
-		_ = a.st.stream.Synchronize(context.Background())
-		_ = a.st.stream.Destroy()
-		a.st.stream = nil
+	for _, s := range []*hip.Stream{&a.st.fill, &a.st.stream} {
+		if *s != nil {
+			_ = (*s).Synchronize(context.Background())
+			_ = (*s).Destroy()
+			*s = nil
+		}
 	}
 	a.resolveCopies()
-	if a.st.stage != nil {
-		_ = a.st.stage.Free()
-		a.st.stage = nil
+	for i, b := range a.st.stage {
+		if b != nil {
+			_ = b.Free()
+			a.st.stage[i] = nil
+		}
+	}
+	for i := range a.st.filled {
+		for _, e := range []*hip.Event{&a.st.filled[i], &a.st.emptied[i]} {
+			if *e != nil {
+				_ = (*e).Destroy()
+				*e = nil
+			}
+		}
 	}
 	for _, e := range a.st.entries {
 		if e.phase == resident {

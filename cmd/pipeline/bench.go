@@ -39,14 +39,19 @@ type benchRep struct {
 	WallMs        float64 `json:"wall_ms"`
 	TTFTMs        float64 `json:"ttft_ms"` // mean over the sequences
 	PromptTokS    float64 `json:"prompt_tok_s"`
-	DecodeTokS    float64 `json:"decode_tok_s"`    // mean per sequence
-	AggregateTokS float64 `json:"aggregate_tok_s"` // all sequences' tokens / wall time
+	DecodeTokS    float64 `json:"decode_tok_s"`          // mean per sequence
+	DecodeGBs     float64 `json:"decode_gb_s,omitempty"` // weight bytes read per second at DecodeTokS
+	AggregateTokS float64 `json:"aggregate_tok_s"`       // all sequences' tokens / wall time
 }
 
 // benchReport is what bench --json prints.
 type benchReport struct {
-	Model        string                   `json:"model"`
-	Mode         string                   `json:"mode"` // "actors" or "eager"
+	Model  string `json:"model"`
+	Mode   string `json:"mode"` // "actors" or "eager"
+	Device string `json:"device"`
+	// WeightBytes is the bytes of weights a decode step reads: decode_gb_s
+	// is WeightBytes × decode_tok_s, to compare with the device's bandwidth.
+	WeightBytes  int64                    `json:"weight_bytes,omitempty"`
 	PromptTokens int                      `json:"prompt_tokens"`
 	GenTokens    int                      `json:"gen_tokens"`
 	Concurrency  int                      `json:"concurrency"`
@@ -54,6 +59,7 @@ type benchReport struct {
 	Reps         []benchRep               `json:"reps"`
 	Uploader     *forgepipe.UploaderStats `json:"uploader,omitempty"`
 	MaxBatchRows int64                    `json:"max_batch_rows,omitempty"`
+	GPU          *forgepipe.GPUStats      `json:"gpu,omitempty"`
 	Trace        *benchTrace              `json:"trace,omitempty"`
 }
 
@@ -138,17 +144,26 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 	var rec *trace.Recorder // --trace
 	if fl.pipe.eager {
 		rep.Mode = "eager"
-		m, err := model.Open(fl.model, model.Options{ContextSize: 0})
+		if err := checkBackend(fl.pipe.backend); err != nil {
+			return err
+		}
+		if fl.pipe.cold {
+			if err := dropFromPageCache(fl.model); err != nil {
+				return err
+			}
+		}
+		m, err := openEager(fl.model, fl.pipe.backend, 0, nil, a.log)
 		if err != nil {
 			return err
 		}
 		defer m.Close()
+		rep.Device, rep.WeightBytes = m.Device(), m.WeightBytes()
 		if fl.promptTokens >= m.ContextSize() {
 			return fmt.Errorf("--prompt-tokens %d: the context holds %d", fl.promptTokens, m.ContextSize())
 		}
 		run = func(ctx context.Context, seq int) (benchSeq, error) {
 			r, err := m.Generate(ctx, "", model.GenerateOptions{MaxTokens: fl.genTokens,
-				Tokens: benchPrompt(m.Tokenizer, fl.promptTokens, seq)}, nil)
+				Tokens: benchPrompt(m.host.Tokenizer, fl.promptTokens, seq)}, nil)
 			if err != nil {
 				return benchSeq{}, err
 			}
@@ -164,10 +179,16 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 			rec = trace.New(trace.Options{})
 			opts = append(opts, forgepipe.WithTrace(rec))
 		}
+		if fl.pipe.cold {
+			if err := dropFromPageCache(fl.model); err != nil {
+				return err
+			}
+		}
 		if pipe, err = forgepipe.Open(fl.model, opts...); err != nil {
 			return err
 		}
 		defer pipe.Close()
+		rep.Device, rep.WeightBytes = pipe.Device(), pipe.DecodeBytes()
 		if fl.promptTokens >= pipe.ContextSize() {
 			return fmt.Errorf("--prompt-tokens %d: the context holds %d", fl.promptTokens, pipe.ContextSize())
 		}
@@ -223,6 +244,7 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 			br.PromptTokS = float64(fl.promptTokens) * n / prompt.Seconds()
 		}
 		br.DecodeTokS = decode / n
+		br.DecodeGBs = float64(rep.WeightBytes) * br.DecodeTokS / 1e9
 		br.AggregateTokS = float64(br.Tokens) / wall.Seconds()
 		rep.Reps = append(rep.Reps, br)
 		a.log.Info().Int("rep", r).Int("tokens", br.Tokens).Float64("ttft_ms", round1(br.TTFTMs)).
@@ -234,6 +256,7 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 	if pipe != nil {
 		st := pipe.Stats()
 		rep.Uploader = &st.Uploader
+		rep.GPU = st.GPU
 		for _, l := range st.Layers {
 			rep.MaxBatchRows = max(rep.MaxBatchRows, l.MaxBatchRows)
 		}

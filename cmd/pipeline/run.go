@@ -43,11 +43,15 @@ type pipelineFlags struct {
 	prefetch     int
 	weightBudget string
 	inline       bool
+	cold         bool
+	maxBatch     int
 }
 
 func (pf *pipelineFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&pf.eager, "eager", false, "use the sequential path: every weight loaded before the first token, no actors")
-	f.StringVar(&pf.backend, "backend", "auto", "device: auto, host")
+	f.StringVar(&pf.backend, "backend", "auto", "device: auto (a GPU if one works, else the host), host, cuda, rocm")
+	f.IntVar(&pf.maxBatch, "max-batch", 128, "most rows (prompt tokens and decoded tokens of all sequences) in one layer step")
+	f.BoolVar(&pf.cold, "cold", false, "drop the model file from the page cache first (posix_fadvise), to measure a cold start")
 	f.IntVar(&pf.prefetch, "prefetch", 2, "layers the uploader copies ahead of the one being computed")
 	f.BoolVar(&pf.inline, "inline-layers", false, "run the layer actors on their sender's goroutine (no thread handoff per hop; no overlap between layers)")
 	f.StringVar(&pf.weightBudget, "weight-budget", "0", "most device memory for the blocks' weights, in bytes or with a KiB/MiB/GiB suffix (0: no limit)")
@@ -62,10 +66,14 @@ func (pf *pipelineFlags) options(a *app, ctxSize int) ([]forgepipe.Option, error
 	if err != nil {
 		return nil, fmt.Errorf("--weight-budget %q: %w", pf.weightBudget, err)
 	}
-	if pf.backend != "auto" && pf.backend != "host" {
-		return nil, fmt.Errorf("--backend %q: want auto or host", pf.backend)
+	if err := checkBackend(pf.backend); err != nil {
+		return nil, err
+	}
+	if pf.maxBatch <= 0 {
+		return nil, fmt.Errorf("--max-batch %d: want > 0", pf.maxBatch)
 	}
 	opts := []forgepipe.Option{
+		forgepipe.WithMaxBatch(pf.maxBatch),
 		forgepipe.WithBackend(pf.backend), forgepipe.WithPrefetch(pf.prefetch),
 		forgepipe.WithWeightBudget(budget), forgepipe.WithContextSize(ctxSize), forgepipe.WithLogger(a.log),
 	}
@@ -205,6 +213,11 @@ func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error
 	var res *model.Result
 	var ttft time.Duration
 	var err error
+	if fl.pipe.cold {
+		if err := dropFromPageCache(fl.model); err != nil {
+			return err
+		}
+	}
 	if fl.pipe.eager {
 		res, err = a.runEager(ctx, fl, params, stream)
 	} else {
@@ -257,16 +270,19 @@ func round1(x float64) float64 { return math.Round(x*10) / 10 }
 func (a *app) runEager(ctx context.Context, fl *runFlags, params sample.Params, stream func(string)) (*model.Result, error) {
 	progress, done := a.progress("loading")
 	start := time.Now()
-	m, err := model.Open(fl.model, model.Options{ContextSize: fl.ctx, Progress: progress})
+	if err := checkBackend(fl.pipe.backend); err != nil {
+		return nil, err
+	}
+	m, err := openEager(fl.model, fl.pipe.backend, fl.ctx, progress, a.log)
 	done()
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
 	loadTime := time.Since(start)
-	c := m.Config
+	c := m.host.Config
 	a.log.Info().Str("model", fl.model).Str("arch", c.Arch).Int("layers", c.Layers).Int("dim", c.Dim).
-		Int("vocab", c.Vocab).Int("ctx", m.ContextSize()).Dur("load", loadTime).Msg("model loaded")
+		Int("vocab", c.Vocab).Int("ctx", m.ContextSize()).Str("device", m.Device()).Dur("load", loadTime).Msg("model loaded")
 	opts := model.GenerateOptions{MaxTokens: fl.maxTokens, Sampling: params}
 	genStart := time.Now()
 	res, err := m.Generate(ctx, fl.prompt, opts, stream)

@@ -17,6 +17,9 @@
 // pinned staging buffers and a host function, so they stay asynchronous as
 // hip.Stream promises; copies from pageable memory are staged by the driver
 // itself. Pinned memory (HostAlloc, HostRegister) is the fast path.
+// Stream capture is cuStreamBeginCapture_v2 in relaxed mode, ended by
+// cuStreamEndCapture and cuGraphInstantiateWithFlags; a graph launch is one
+// cuGraphLaunch, however many kernels it holds.
 //
 // Libraries are looked up in this order: $FORGEPIPE_NVRTC / $FORGEPIPE_CUBLAS
 // (paths), $CUDA_HOME and $CUDA_PATH, /usr/local/cuda*, the system library
@@ -137,6 +140,7 @@ const (
 	streamNonBlocking       = 0x1 // CU_STREAM_NON_BLOCKING
 	eventDisableTiming      = 0x2 // CU_EVENT_DISABLE_TIMING
 	notReady                = 600 // CUDA_ERROR_NOT_READY
+	captureModeRelaxed      = 2   // CU_STREAM_CAPTURE_MODE_RELAXED
 )
 
 // Open opens GPU opts.Device. It fails with hip.ErrNotSupported when
@@ -222,6 +226,11 @@ func Open(opts hip.Options, cfg Config) (*Device, error) {
 		ModuleGetFunction: sym["cuModuleGetFunction"], LaunchKernel: sym["cuLaunchKernel"],
 		LaunchHostFunc: sym["cuLaunchHostFunc"], CtxSynchronize: sym["cuCtxSynchronize"],
 	}
+	if g, err := graphSyms(); err != nil {
+		api.GraphsMissing = err.Error()
+	} else {
+		api.Graphs = g
+	}
 	if rtc, err := loadNVRTC(); err != nil {
 		api.RTCMissing = err.Error()
 	} else {
@@ -243,6 +252,20 @@ func Open(opts hip.Options, cfg Config) (*Device, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// graphSyms looks up stream capture and graph launch (CUDA 11.4 and later).
+func graphSyms() (*gpu.GraphAPI, error) {
+	g := &gpu.GraphAPI{CaptureModeRelaxed: captureModeRelaxed}
+	err := driver.lib.Syms(map[*gpu.Sym]string{
+		&g.BeginCapture: "cuStreamBeginCapture_v2", &g.EndCapture: "cuStreamEndCapture",
+		&g.Instantiate: "cuGraphInstantiateWithFlags", &g.Launch: "cuGraphLaunch",
+		&g.ExecDestroy: "cuGraphExecDestroy", &g.Destroy: "cuGraphDestroy", &g.GetNodes: "cuGraphGetNodes",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 func cuErr(call string, st gpu.Status) error {

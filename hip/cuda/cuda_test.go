@@ -482,6 +482,92 @@ func TestGemmThroughput(t *testing.T) {
 	t.Logf("GemmEx bf16×bf16→f32 %d³: %.1f TFLOP/s (%.2f ms each)", n, 2*float64(n)*n*n*reps/(float64(ms)/1e3)/1e12, float64(ms)/reps)
 }
 
+// BenchmarkGraphLaunch enqueues 16 small kernels (hiptest_step over 1024
+// words, 4 blocks of 256 threads) as 16 Launch calls or as one launch of a
+// graph captured from those calls. "queued" enqueues batches of 16 such
+// steps behind a kernel that holds the stream, then releases it: host time
+// per step is the enqueueing alone, GPU time (events) the kernels back to
+// back with no host gaps. "synced" waits for each step before the next, as
+// a decode step that needs its result does: wall time per step.
+func BenchmarkGraphLaunch(b *testing.B) {
+	const kernels, words, batch = 16, 1024, 16
+	dev := open(b, "")
+	m, err := dev.LoadModule(hip.ModuleSpec{Name: "graphbench", Source: hiptest.Source})
+	must(b, err)
+	f, err := m.Function("hiptest_step")
+	must(b, err)
+	spin, err := m.Function("hiptest_spin")
+	must(b, err)
+	release, err := m.Function("hiptest_release")
+	must(b, err)
+	s, err := dev.StreamCreate()
+	must(b, err)
+	r, err := dev.StreamCreate()
+	must(b, err)
+	x, err := dev.Malloc(4 * words)
+	must(b, err)
+	flag, err := dev.Malloc(4)
+	must(b, err)
+	launch16 := func(s hip.Stream) error {
+		for i := range kernels {
+			if err := s.Launch(f, hip.Dim1(words/256), hip.Dim1(256), 0, hip.Ptr(x), hip.Uint32(words), hip.Uint32(uint32(i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	must(b, s.BeginCapture())
+	must(b, launch16(s))
+	g, err := s.EndCapture()
+	must(b, err)
+	defer g.Destroy()
+	if g.Nodes() != kernels {
+		b.Fatalf("graph of %d nodes, want %d", g.Nodes(), kernels)
+	}
+	start, stop := mustEvent(b, dev), mustEvent(b, dev)
+	for _, mode := range []struct {
+		name string
+		step func(hip.Stream) error
+	}{
+		{"Launch×16", launch16},
+		{"Graph", g.Launch},
+	} {
+		b.Run(mode.name+"/queued", func(b *testing.B) {
+			var host time.Duration
+			var gpuMs float64
+			for done := 0; done < b.N; done += batch {
+				n := min(batch, b.N-done)
+				must(b, s.MemsetD32Async(flag, 0, 1))
+				must(b, s.Launch(spin, hip.Dim1(1), hip.Dim1(1), 0, hip.Ptr(flag)))
+				must(b, start.Record(s))
+				t0 := time.Now()
+				for range n {
+					must(b, mode.step(s))
+				}
+				host += time.Since(t0)
+				must(b, stop.Record(s))
+				must(b, r.Launch(release, hip.Dim1(1), hip.Dim1(1), 0, hip.Ptr(flag)))
+				must(b, stop.Synchronize(ctx(b)))
+				ms, err := dev.EventElapsedTime(start, stop)
+				must(b, err)
+				gpuMs += float64(ms)
+			}
+			b.ReportMetric(float64(host.Nanoseconds())/1e3/float64(b.N), "host-µs/step")
+			b.ReportMetric(gpuMs*1e3/float64(b.N), "gpu-µs/step")
+			b.ReportMetric(float64(host.Nanoseconds())/1e3/float64(b.N*kernels), "host-µs/kernel")
+		})
+		b.Run(mode.name+"/synced", func(b *testing.B) {
+			must(b, s.Synchronize(ctx(b)))
+			t0 := time.Now()
+			for range b.N {
+				must(b, mode.step(s))
+				must(b, s.Synchronize(context.Background()))
+			}
+			b.ReportMetric(float64(time.Since(t0).Nanoseconds())/1e3/float64(b.N), "wall-µs/step")
+		})
+	}
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }

@@ -67,9 +67,15 @@ func Run(t *testing.T, dev hip.Device, cfg Config) {
 		{"Sgemm", testSgemm, false},
 		{"GemmEx", testGemmEx, false},
 		{"GemmErrors", testGemmErrors, false},
+		{"GraphCapture", testGraphCapture, false},
+		{"GraphOutlivesStream", testGraphOutlivesStream, false},
+		{"GraphEmpty", testGraphEmpty, false},
+		{"CaptureWaits", testCaptureWaits, false},
+		{"CaptureErrors", testCaptureErrors, false},
 		{"KernelPanicIsSticky", testKernelPanic, true},
 		{"KernelErrorIsSticky", testKernelError, true},
 		{"FreeBeforeQueuedUse", testFreeBeforeQueuedUse, true},
+		{"GraphFault", testGraphFault, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

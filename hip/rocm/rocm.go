@@ -175,6 +175,7 @@ const (
 	streamNonBlocking    = 0x1
 	eventDisableTiming   = 0x2
 	errorNotReady        = 600
+	captureModeRelaxed   = 2 // hipStreamCaptureModeRelaxed
 )
 
 // Open opens AMD GPU opts.Device. It fails with hip.ErrNotSupported when
@@ -241,6 +242,11 @@ func Open(opts hip.Options, cfg Config) (*Device, error) {
 	if s, err := runtimeLib.lib.Sym("hipLaunchHostFunc"); err == nil { // HIP 5.3 and later
 		api.LaunchHostFunc = s
 	}
+	if g, err := graphSyms(); err != nil {
+		api.GraphsMissing = err.Error()
+	} else {
+		api.Graphs = g
+	}
 	if rtc, err := loadHIPRTC(); err != nil {
 		api.RTCMissing = err.Error()
 	} else {
@@ -252,6 +258,22 @@ func Open(opts hip.Options, cfg Config) (*Device, error) {
 		api.BLAS = b
 	}
 	return gpu.Open(api, opts, gpu.Config{CacheDir: cfg.CacheDir})
+}
+
+// graphSyms looks up stream capture and graph launch; a runtime without
+// them (hipGraphInstantiateWithFlags came with HIP 4.5) still opens, and
+// BeginCapture says what is missing.
+func graphSyms() (*gpu.GraphAPI, error) {
+	g := &gpu.GraphAPI{CaptureModeRelaxed: captureModeRelaxed}
+	err := runtimeLib.lib.Syms(map[*gpu.Sym]string{
+		&g.BeginCapture: "hipStreamBeginCapture", &g.EndCapture: "hipStreamEndCapture",
+		&g.Instantiate: "hipGraphInstantiateWithFlags", &g.Launch: "hipGraphLaunch",
+		&g.ExecDestroy: "hipGraphExecDestroy", &g.Destroy: "hipGraphDestroy", &g.GetNodes: "hipGraphGetNodes",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // binder returns the Bind of device dev: one hipGetDevice, and a

@@ -8,6 +8,7 @@ import (
 
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/hip/hiptest"
+	"github.com/forgepipe/forgepipe/hip/internal/gpu"
 	"github.com/rs/zerolog"
 )
 
@@ -45,6 +46,25 @@ func TestLoad(t *testing.T) {
 	if l := logs.String(); dev.Driver() == "rocm" || !(strings.Contains(l, "ROCm") || strings.Contains(l, "AMD device")) {
 		t.Fatalf("auto chose %s, logging %s", dev.Driver(), logs.String())
 	}
+}
+
+// TestGraphSymbols checks the names of the graph entry points against the
+// HIP runtime, where one is installed, GPU or not.
+func TestGraphSymbols(t *testing.T) {
+	Open(hip.Options{}, Config{}) // loads the runtime, if there is one
+	if runtimeLib.lib == nil {
+		t.Skip("no ROCm runtime here")
+	}
+	g, err := graphSyms()
+	if err != nil {
+		t.Fatalf("%s: %v", runtimeLib.lib.Path, err)
+	}
+	for _, s := range []gpu.Sym{g.BeginCapture, g.EndCapture, g.Instantiate, g.Launch, g.ExecDestroy, g.Destroy, g.GetNodes} {
+		if s.Fn == 0 || s.Name == "" {
+			t.Fatalf("graph entry point %+v not filled in", s)
+		}
+	}
+	t.Logf("%s has stream capture and graphs", runtimeLib.lib.Path)
 }
 
 // TestConformance runs hip's conformance suite on an AMD GPU, where there is one.

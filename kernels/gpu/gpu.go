@@ -19,6 +19,7 @@ package gpu
 
 import (
 	"embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -35,7 +36,7 @@ import (
 var srcFS embed.FS
 
 // sourceFiles are the kernel sources, in the order they are concatenated.
-var sourceFiles = []string{"quant.cu", "ops.cu", "attention.cu"}
+var sourceFiles = []string{"quant.cu", "ops.cu", "attention.cu", "fused.cu"}
 
 // Source returns the module source the drivers compile: compat.h followed
 // by every .cu file, their `#include "compat.h"` lines removed (nvrtc and
@@ -87,6 +88,15 @@ type Kernels struct {
 	mod hip.Module
 	fns map[string]hip.Function
 	mv  map[mvKey]hip.Function // matvec kernels, looked up without formatting a name per call
+	mvt mvTune                 // launch choices the benchmarks override
+}
+
+// mvTune holds matrix-vector launch choices that benchmarks override; the
+// zero value means the defaults.
+type mvTune struct {
+	legacyQ8 bool // MatVecQ8 through matvec8 (weights read in place) instead of matvec8s
+	split    int  // warps of a matvec8s block sharing one row group (1, 2, 4); 0: by shape
+	gridCap  int  // most blocks per matvec launch (blocks then stride); 0: no cap
 }
 
 type mvKey struct {
@@ -114,7 +124,7 @@ func Types() []gguf.Type {
 
 // kernelNames lists every kernel of the module.
 func kernelNames() []string {
-	names := []string{"rmsnorm_f32", "add_f32", "swiglu_f32", "rope_f32", "argmax_f32",
+	names := []string{"add_rmsnorm_q8", "swiglu_q8", "rope_kv_store", "rmsnorm_f32", "add_f32", "add_rows_f32", "swiglu_f32", "rope_f32", "argmax_f32",
 		"f32_to_f16", "f32_to_bf16", "attn_split_f32", "attn_combine_f32"}
 	suffixes := []string{"f32s", "f16s", "bf16s"}
 	for _, s := range typeNames {
@@ -128,10 +138,12 @@ func kernelNames() []string {
 	}
 	for _, s := range []string{"q4_0", "q8_0", "q4_k", "q6_k"} {
 		for _, r := range []int{1, 2, 4} {
-			names = append(names, fmt.Sprintf("matvec_decoded_%s_r%d", s, r), fmt.Sprintf("matvec8_%s_r%d", s, r))
+			names = append(names, fmt.Sprintf("matvec_decoded_%s_r%d", s, r), fmt.Sprintf("matvec8_%s_r%d", s, r),
+				fmt.Sprintf("matvec8s_%s_r%d", s, r))
 		}
 	}
 	names = append(names, "quantize_act_q8")
+	names = append(names, rowsKernelNames()...)
 	slices.Sort(names)
 	return names
 }
@@ -161,7 +173,7 @@ func Load(dev hip.Device) (*Kernels, error) {
 		var r int
 		if strings.HasPrefix(name, "matvec") {
 			i := strings.LastIndex(name, "_r")
-			suffix = name[:i] // matvec_q4_0, matvec_decoded_q4_0, matvec8_q4_0
+			suffix = name[:i] // matvec_q4_0, matvec_decoded_q4_0, matvec8_q4_0, matvec8s_q4_0
 			fmt.Sscan(name[i+2:], &r)
 			k.mv[mvKey{suffix, r}] = f
 		}
@@ -269,8 +281,16 @@ func (k *Kernels) matVec(s hip.Stream, t gguf.Type, rowsPerBlock int, decoded bo
 	if !ok {
 		return fmt.Errorf("kernels/gpu: MatVec: %w: no %s kernel", hip.ErrNotFound, key.suffix)
 	}
-	return s.Launch(f, hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(128), 0,
+	return s.Launch(f, hip.Dim1(k.capGrid(blocks(rows, rowsPerBlock))), hip.Dim1(128), 0,
 		hip.Ptr(w), hip.Ptr(x), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+}
+
+// capGrid limits a matvec grid of n blocks to the benchmarks' cap.
+func (k *Kernels) capGrid(n uint32) uint32 {
+	if c := uint32(k.mvt.gridCap); c > 0 && n > c {
+		return c
+	}
+	return n
 }
 
 // ActQ8Bytes is the size of n activations quantised by QuantizeActQ8:
@@ -318,7 +338,8 @@ func DefaultRowsPerBlockQ8(t gguf.Type) int {
 	return 2
 }
 
-// MatVecQ8R is MatVecQ8 with rowsPerBlock (1, 2 or 4) chosen by the caller.
+// MatVecQ8R is MatVecQ8 with rowsPerBlock (1, 2 or 4) chosen by the caller:
+// the rows that share each load of the activations.
 func (k *Kernels) MatVecQ8R(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, y hip.DevicePtr, rows, cols int) error {
 	g, rb, err := checkWeights("MatVecQ8", t, w, rows, cols)
 	if err != nil {
@@ -327,12 +348,66 @@ func (k *Kernels) MatVecQ8R(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, 
 	if !HasMatVecQ8(t) {
 		return fmt.Errorf("kernels/gpu: MatVecQ8: %w: %s weights (use MatVec)", hip.ErrNotSupported, t)
 	}
-	f, ok := k.mv[mvKey{"matvec8_" + g.suffix, rowsPerBlock}]
+	if xq%16 != 0 {
+		return badArg("MatVecQ8", "activations at %v are not 16-byte aligned", xq)
+	}
+	if k.mvt.legacyQ8 {
+		f, ok := k.mv[mvKey{"matvec8_" + g.suffix, rowsPerBlock}]
+		if !ok {
+			return badArg("MatVecQ8", "%d rows per block (want 1, 2 or 4)", rowsPerBlock)
+		}
+		return s.Launch(f, hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(128), 0,
+			hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+	}
+	f, ok := k.mv[mvKey{"matvec8s_" + g.suffix, rowsPerBlock}]
 	if !ok {
 		return badArg("MatVecQ8", "%d rows per block (want 1, 2 or 4)", rowsPerBlock)
 	}
-	return s.Launch(f, hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(128), 0,
-		hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+	groups := (rows + rowsPerBlock - 1) / rowsPerBlock
+	split := k.mvt.split
+	if split == 0 {
+		split = mv8Split(groups, (cols/t.BlockSize()+mv8TileBlocks(t, rowsPerBlock)-1)/mv8TileBlocks(t, rowsPerBlock))
+	}
+	steps := blocks(groups, mv8Warps/split)
+	return s.Launch(f, hip.Dim1(k.capGrid(steps)), hip.Dim1(mv8Threads), 0,
+		hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb),
+		hip.Int32(int32(split)))
+}
+
+// mv8Threads is the threads of a matvec8s block (MV8_THREADS in
+// quant.cu), mv8Warps its warps on a 32-lane GPU. The kernel derives its
+// steps itself: the grid is only an upper bound, right on 64-lane GPUs too.
+const (
+	mv8Threads = 128
+	mv8Warps   = mv8Threads / 32
+)
+
+// mv8TileBlocks is the weight blocks per row in one warp's tile of
+// matvec8s (Mv8<T, R>::TB in quant.cu, for 32-lane warps).
+func mv8TileBlocks(t gguf.Type, rowsPerBlock int) int {
+	unitsPerLane, unitsPerBlock := 2, 1 // Q8_0
+	switch t {
+	case gguf.TypeQ4_0:
+		unitsPerLane = 4
+	case gguf.TypeQ4_K:
+		unitsPerLane, unitsPerBlock = 4, 8
+	case gguf.TypeQ6_K:
+		unitsPerBlock = 8
+	}
+	return 32 * max(1, unitsPerLane/rowsPerBlock) / unitsPerBlock
+}
+
+// mv8Split is how many warps of a matvec8s block share one row group of
+// the groups row groups with tiles tiles each: warps stream whole row
+// groups on their own while there are enough of them to fill a large GPU
+// (about 2048 warps: 16 on each of an H100's 132 SMs), and split the
+// columns when there are not, as long as each warp keeps a tile.
+func mv8Split(groups, tiles int) int {
+	split := 1
+	for split < mv8Warps && groups*split < 2048 && tiles >= 2*split {
+		split *= 2
+	}
+	return split
 }
 
 // chunksPerRow is the number of threads a dequantisation of one row uses.
@@ -448,6 +523,15 @@ func (k *Kernels) Add(s hip.Stream, dst, a, b hip.DevicePtr, n int) error {
 	}
 	g, bl := elementwise(n)
 	return s.Launch(k.fn("add_f32"), g, bl, 0, hip.Ptr(dst), hip.Ptr(a), hip.Ptr(b), hip.Int32(int32(n)))
+}
+
+// AddRows adds the bias b (n float32) to each of the rows of y (rows×n).
+func (k *Kernels) AddRows(s hip.Stream, y, b hip.DevicePtr, rows, n int) error {
+	if rows <= 0 || n <= 0 {
+		return badArg("AddRows", "%d rows of %d", rows, n)
+	}
+	g, bl := elementwise(rows * n)
+	return s.Launch(k.fn("add_rows_f32"), g, bl, 0, hip.Ptr(y), hip.Ptr(b), hip.Int32(int32(rows)), hip.Int32(int32(n)))
 }
 
 // SwiGLU sets out = silu(gate) * up over n float32 (out may alias either).
@@ -598,4 +682,205 @@ func (k *Kernels) AttentionDecode(s hip.Stream, out, q, kc, vc, scratch hip.Devi
 func (k *Kernels) AttentionPrefill(s hip.Stream, out, q, kc, vc, scratch hip.DevicePtr,
 	nQ, pos0, nHead, nKVHead, headDim int, scale float32) error {
 	return k.Attention(s, out, q, kc, vc, scratch, nQ, pos0, nHead, nKVHead, headDim, scale)
+}
+
+// ------------------------------------------------------------ attention over rows of many sequences
+
+// Row metadata and KV blocks (see src/attention.cu): the batched kernels read
+// every row's position, capacity and KV block from device memory, never from
+// per-token kernel arguments, so a layer's launches can be captured once into
+// a graph and replayed for every token. A row whose base is 0 or whose
+// position is outside [0, capacity) is padding: KVStore skips it and the
+// attention kernels write zeros for it, so a batch of fixed size can carry
+// idle rows. A KV block's address must be 16-byte aligned (every Malloc'd
+// address plus any multiple of KVBlockBytes is).
+
+// rowsMinSplit is the shortest context piece AttentionRows cuts: shorter
+// contexts use fewer pieces, the rest of them empty.
+const rowsMinSplit = 64
+
+// rowsMaxSplit is the most pieces AttentionRows takes (its merge kernel's
+// shared memory).
+const rowsMaxSplit = 256
+
+// rowsHeadsPerBlock is how many query heads of one KV head a block of
+// AttentionRows computes (ROWS_GB in attention.cu).
+const rowsHeadsPerBlock = 4
+
+// rowsTargetBlocks is how many blocks AttentionRows aims for: a row's
+// context is cut into fewer than nSplit pieces when n rows fill the GPU
+// without them (fewer partial results to write and merge).
+const rowsTargetBlocks = 4096
+
+// prefillKernel is a variant of AttentionRowsPrefill's kernel: its name, and
+// the rows and threads of one block.
+type prefillKernel struct {
+	name          string
+	rows, threads int
+}
+
+// The batched attention kernels per head-size variant (rowsShape).
+var (
+	rowsSplitKernels   = map[int]string{64: "attn_rows_split_f32_d64", 128: "attn_rows_split_f32_d128", 256: "attn_rows_split_f32_d256"}
+	rowsPrefillKernels = map[int]prefillKernel{
+		64:  {"attn_rows_prefill_f32_d64", 64, 256},
+		128: {"attn_rows_prefill_f32_d128", 32, 256},
+		256: {"attn_rows_prefill_f32_d256", 16, 256},
+	}
+	// prefillVariants are other shapes of the head-size-64 kernel, timed by
+	// BenchmarkAttentionRows.
+	prefillVariants = map[string]prefillKernel{
+		"td4_r2_ks2": {"attn_rows_prefill_f32_d64_td4_r2_ks2", 64, 256},
+		"td8_r4_ks2": {"attn_rows_prefill_f32_d64_td8_r4_ks2", 64, 256},
+		"td4_r2_ks1": {"attn_rows_prefill_f32_d64_td4_r2_ks1", 64, 128},
+		"td8_r4_ks1": {"attn_rows_prefill_f32_d64_td8_r4_ks1", 64, 128},
+		"td4_r1_ks2": {"attn_rows_prefill_f32_d64_td4_r1_ks2", 32, 256},
+	}
+)
+
+// rowsKernelNames lists the kernels of the batched attention.
+func rowsKernelNames() []string {
+	names := []string{"kv_store_f32", "attn_rows_combine_f32"}
+	for _, d := range []int{64, 128, 256} {
+		names = append(names, rowsSplitKernels[d], rowsPrefillKernels[d].name)
+	}
+	for _, v := range prefillVariants {
+		names = append(names, v.name)
+	}
+	names = append(names, "attn_rows_split_f32_d64_pf")
+	return names
+}
+
+// RowMetaBytes is the size of the row metadata of n rows.
+func RowMetaBytes(n int) int64 { return 16 * int64(n) }
+
+// PutRowMeta writes row r's entry (of n) into b (len ≥ RowMetaBytes(n)), little-endian.
+// It panics when r is not in [0, n) or b is too short.
+func PutRowMeta(b []byte, n, r int, pos, capacity int32, base hip.DevicePtr) {
+	if r < 0 || r >= n {
+		panic(fmt.Sprintf("kernels/gpu: PutRowMeta: row %d of %d", r, n))
+	}
+	binary.LittleEndian.PutUint32(b[4*r:], uint32(pos))
+	binary.LittleEndian.PutUint32(b[4*n+4*r:], uint32(capacity))
+	binary.LittleEndian.PutUint64(b[8*n+8*r:], uint64(base))
+}
+
+// KVBlockBytes is the size of one sequence's KV block: layers × 2 × capacity × kvDim float32.
+func KVBlockBytes(layers, capacity, kvDim int) int64 {
+	return int64(layers) * 2 * int64(capacity) * int64(kvDim) * 4
+}
+
+// KVStore copies the n rows of k and v (each n×kvDim float32, contiguous) into
+// their sequences' caches for layer, at the rows' positions.
+func (k *Kernels) KVStore(s hip.Stream, meta, kSrc, vSrc hip.DevicePtr, n, layer, kvDim int) error {
+	switch {
+	case n <= 0 || n > 65535 || kvDim <= 0 || layer < 0:
+		return badArg("KVStore", "%d rows of %d at layer %d", n, kvDim, layer)
+	case meta%8 != 0:
+		return badArg("KVStore", "metadata at %v is not 8-byte aligned", meta)
+	}
+	return s.Launch(k.fn("kv_store_f32"), hip.Dim2(blocks(kvDim, 256), uint32(n)), hip.Dim1(256), 0,
+		hip.Ptr(meta), hip.Ptr(kSrc), hip.Ptr(vSrc), hip.Int32(int32(n)), hip.Int32(int32(layer)), hip.Int32(int32(kvDim)))
+}
+
+// AttentionRowsSplits is the number of pieces each row's context is cut into,
+// for nHead heads on contexts of up to maxCtx positions: enough blocks to fill
+// a large GPU at one row; a constant for a given model and context size.
+func AttentionRowsSplits(nHead, maxCtx int) int {
+	want := (2048 + nHead - 1) / max(1, nHead)
+	return max(1, min(want, (maxCtx+rowsMinSplit-1)/rowsMinSplit, rowsMaxSplit))
+}
+
+// AttentionRowsScratchBytes is the scratch AttentionRows needs.
+func AttentionRowsScratchBytes(n, nHead, headDim, nSplit int) int64 {
+	return int64(n) * int64(nHead) * int64(nSplit) * int64(headDim+2) * 4
+}
+
+// rowsShape checks the arguments the batched attention kernels share and
+// returns the kernel variant for headDim (64, 128 or 256).
+func rowsShape(call string, out, q, meta hip.DevicePtr, n, layer, nHead, nKVHead, headDim int) (int, error) {
+	switch {
+	case n <= 0 || n > 65535 || layer < 0:
+		return 0, badArg(call, "%d rows at layer %d", n, layer)
+	case nHead <= 0 || nKVHead <= 0 || nHead%nKVHead != 0 || nHead > 65535:
+		return 0, badArg(call, "%d query heads do not share %d KV heads evenly", nHead, nKVHead)
+	case headDim <= 0 || headDim > maxHeadDim || headDim%4 != 0:
+		return 0, badArg(call, "head size %d (a multiple of 4, up to %d)", headDim, maxHeadDim)
+	case meta%8 != 0 || q%16 != 0 || out%16 != 0:
+		return 0, badArg(call, "metadata at %v (8-byte aligned), q at %v, out at %v (16-byte aligned)", meta, q, out)
+	}
+	for _, d := range []int{64, 128} {
+		if headDim <= d {
+			return d, nil
+		}
+	}
+	return 256, nil
+}
+
+// AttentionRows is causal grouped-query attention for n query rows (q is
+// n×nHead×headDim float32), each over its own sequence's cache for layer as
+// described by meta, into out (like q). Each row's context is cut into nSplit
+// pieces (flash-decoding; empty pieces are fine) merged by a second kernel.
+// Fewer pieces are taken when the n rows fill the GPU without them; the
+// number depends on n, nHead, nKVHead and nSplit only, never on positions.
+//
+// A row at position p attends to positions 0..p of its sequence, so every
+// row's K and V must be stored (KVStore) first. Query head h reads KV head
+// h / (nHead/nKVHead); the heads of one KV head share its loads. headDim
+// must be a multiple of 4, at most 256; scratch holds
+// AttentionRowsScratchBytes(n, nHead, headDim, nSplit); nSplit is at most
+// 256. For prompt chunks (many rows of one sequence) AttentionRowsPrefill
+// is faster and needs no scratch.
+func (k *Kernels) AttentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePtr,
+	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int) error {
+	return k.attentionRows(s, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, scale, nSplit, rowsMinSplit, rowsTargetBlocks)
+}
+
+// attentionRows is AttentionRows with the shortest piece and the blocks
+// aimed at chosen by the caller (for benchmarks).
+func (k *Kernels) attentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePtr,
+	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit, minSplit, target int) error {
+	d, err := rowsShape("AttentionRows", out, q, meta, n, layer, nHead, nKVHead, headDim)
+	if err != nil {
+		return err
+	}
+	if nSplit <= 0 || nSplit > rowsMaxSplit {
+		return badArg("AttentionRows", "%d pieces (1..%d)", nSplit, rowsMaxSplit)
+	}
+	group := nHead / nKVHead
+	y := nKVHead * ((group + rowsHeadsPerBlock - 1) / rowsHeadsPerBlock)
+	nSplit = min(nSplit, (target+n*y-1)/(n*y))
+	err = s.Launch(k.fn(rowsSplitKernels[d]), hip.Dim3{X: uint32(nSplit), Y: uint32(y), Z: uint32(n)},
+		hip.Dim1(128), 0, hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
+		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
+		hip.Int32(int32(minSplit)))
+	if err != nil {
+		return err
+	}
+	return s.Launch(k.fn("attn_rows_combine_f32"), hip.Dim2(uint32(nHead), uint32(n)), hip.Dim1(128), 0,
+		hip.Ptr(out), hip.Ptr(scratch), hip.Int32(int32(nHead)), hip.Int32(int32(headDim)), hip.Int32(int32(nSplit)))
+}
+
+// AttentionRowsPrefill is AttentionRows for prompt chunks, with the same
+// arguments but no scratch: a tiled flash-attention kernel in which a block
+// takes consecutive rows of one query head and streams their sequence's K
+// and V through shared memory once for all of them. Any metadata gives the
+// right answer, but it is fast only when runs of consecutive rows share a
+// sequence (a block takes 8 to 32 rows and serves each sequence among them
+// in turn); use AttentionRows for decode batches.
+func (k *Kernels) AttentionRowsPrefill(s hip.Stream, out, q, meta hip.DevicePtr,
+	n, layer, nHead, nKVHead, headDim int, scale float32) error {
+	d, err := rowsShape("AttentionRowsPrefill", out, q, meta, n, layer, nHead, nKVHead, headDim)
+	if err != nil {
+		return err
+	}
+	return k.attentionRowsPrefill(s, rowsPrefillKernels[d], out, q, meta, n, layer, nHead, nKVHead, headDim, scale)
+}
+
+// attentionRowsPrefill launches the prefill kernel variant v.
+func (k *Kernels) attentionRowsPrefill(s hip.Stream, v prefillKernel, out, q, meta hip.DevicePtr,
+	n, layer, nHead, nKVHead, headDim int, scale float32) error {
+	return s.Launch(k.fn(v.name), hip.Dim2(blocks(n, v.rows), uint32(nHead)),
+		hip.Dim1(uint32(v.threads)), 0, hip.Ptr(out), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
+		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale))
 }

@@ -636,75 +636,72 @@ func (e *env) timeLaunches(n int, sleepCycles int64, launch func(i int)) (ms flo
 // copies of the matrix (more than the GPU's L2 cache together) and are all
 // queued before the first runs. host-us/op is the host's cost to enqueue
 // one launch; if it exceeds the sleep's share, the figure is host-bound and
-// the benchmark says so.
+// the benchmark says so. Variants: r1/r2/r4 rows per block; none: MatVec
+// (float32 activations); decoded: MatVec through the plain decoder
+// (FORGEPIPE_BENCH_ALL); q8act: MatVecQ8 (int8 activations, staged
+// weights); unstaged: MatVecQ8 reading the weights in place. With
+// FORGEPIPE_BENCH_TUNE also split<n> (warps per row group of q8act) and
+// grid<n> (blocks capped, striding).
 func BenchmarkMatVec(b *testing.B) {
 	e := newEnv(b, 10)
 	types := []gguf.Type{gguf.TypeF16, gguf.TypeQ8_0, gguf.TypeQ4_0, gguf.TypeQ4_K, gguf.TypeQ6_K, gguf.TypeBF16, gguf.TypeQ5_K, gguf.TypeQ2_K}
 	if os.Getenv("FORGEPIPE_BENCH_ALL") == "" {
 		types = types[:5]
 	}
+	type variant struct {
+		name string
+		q8   bool
+		tune mvTune
+	}
+	defer func() { e.k.mvt = mvTune{} }()
 	for _, sh := range [][2]int{{4096, 4096}, {2048, 8192}} {
 		rows, cols := sh[0], sh[1]
 		for _, typ := range types {
-			rb, _ := typ.RowSize(cols)
-			size := int64(rb) * int64(rows)
-			// Quantise 64 random rows and tile them: the bytes differ per
-			// row group only, which does not matter for timing.
-			tile, _ := e.randWeights(typ, 64, cols)
-			w0, err := e.dev.Malloc(size)
-			e.check(err)
-			for off := int64(0); off < size; off += int64(len(tile)) {
-				e.check(e.s.MemcpyHtoDAsync(w0.Add(off), tile[:min(int64(len(tile)), size-off)]))
+			vs := []variant{{name: ""}}
+			if hasDecoded(typ) && os.Getenv("FORGEPIPE_BENCH_ALL") != "" {
+				vs = append(vs, variant{name: "decoded"})
 			}
-			copies := int((512<<20)/size + 1)
-			ws := []hip.DevicePtr{w0}
-			for i := 1; i < copies; i++ {
-				p, err := e.dev.Malloc(size)
-				e.check(err)
-				e.check(e.s.MemcpyDtoDAsync(p, w0, size))
-				ws = append(ws, p)
+			if HasMatVecQ8(typ) {
+				vs = append(vs, variant{name: "q8act", q8: true}, variant{name: "unstaged", q8: true, tune: mvTune{legacyQ8: true}})
 			}
+			if benchTune() {
+				for _, g := range []int{264, 528, 1056} {
+					vs = append(vs, variant{name: fmt.Sprintf("grid%d", g), tune: mvTune{gridCap: g}})
+					if HasMatVecQ8(typ) {
+						vs = append(vs, variant{name: fmt.Sprintf("q8act/grid%d", g), q8: true, tune: mvTune{gridCap: g}})
+					}
+				}
+				if HasMatVecQ8(typ) {
+					for _, sp := range []int{1, 2, 4} {
+						vs = append(vs, variant{name: fmt.Sprintf("q8act/split%d", sp), q8: true, tune: mvTune{split: sp}})
+					}
+				}
+			}
+			m := e.benchMatrix(typ, rows, cols)
 			x := e.uploadF32(e.randVec(cols))
 			y := e.alloc(int64(rows) * 4)
 			xq := e.alloc(ActQ8Bytes(cols))
 			e.check(e.k.QuantizeActQ8(e.s, x, xq, cols))
-			for _, variant := range []string{"", "decoded", "q8act"} {
-				if variant == "decoded" && !hasDecoded(typ) || variant == "q8act" && !HasMatVecQ8(typ) {
-					continue
-				}
+			for _, v := range vs {
 				for _, rpb := range []int{1, 2, 4} {
 					name := fmt.Sprintf("%s/%dx%d/r%d", typ, rows, cols, rpb)
-					if variant != "" {
-						name += "/" + variant
+					if v.name != "" {
+						name += "/" + v.name
 					}
 					b.Run(name, func(b *testing.B) {
-						launch := func(i int) {
-							if variant == "q8act" {
-								e.check(e.k.MatVecQ8R(e.s, typ, rpb, ws[i%copies], xq, y, rows, cols))
+						e.k.mvt = v.tune
+						defer func() { e.k.mvt = mvTune{} }()
+						e.timeMatVec(b, m, func(w hip.DevicePtr) {
+							if v.q8 {
+								e.check(e.k.MatVecQ8R(e.s, typ, rpb, w, xq, y, rows, cols))
 								return
 							}
-							e.check(e.k.matVec(e.s, typ, rpb, variant == "decoded", ws[i%copies], x, y, rows, cols))
-						}
-						for i := 0; i < 2*copies; i++ { // warm up
-							launch(i)
-						}
-						e.sync()
-						// 100 µs of sleep per launch at up to 2 GHz covers the host's enqueueing.
-						ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
-						per := ms / 1e3 / float64(b.N)
-						if hostUS*float64(b.N) > 100*float64(b.N) {
-							b.Logf("host-bound: %.1f us per launch to enqueue", hostUS)
-						}
-						b.ReportMetric(float64(size)/per/1e9, "GB/s")
-						b.ReportMetric(per*1e6, "us/op")
-						b.ReportMetric(hostUS, "host-us/op")
+							e.check(e.k.matVec(e.s, typ, rpb, v.name == "decoded", w, x, y, rows, cols))
+						})
 					})
 				}
 			}
-			e.sync()
-			for _, p := range ws {
-				e.check(e.dev.Free(p))
-			}
+			e.freeBenchMatrix(m)
 		}
 	}
 }

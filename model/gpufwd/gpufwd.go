@@ -142,6 +142,7 @@ func (g *Model) load() error {
 	}
 	gl := &g.host.Globals
 	lin(&g.tokEmbd, gl.TokenEmbd)
+	g.weightBytes -= g.tokEmbd.bytes // one row of it is read per token
 	if gl.Output == gl.TokenEmbd {
 		g.output = g.tokEmbd // tied: filled in after the upload
 	} else {
@@ -679,3 +680,23 @@ func (g *Model) matrices() []*weight {
 	}
 	return ws
 }
+
+// Stepper is st as a model.Stepper, for model.GenerateWith: greedy steps
+// pick the token on the device.
+func (g *Model) Stepper(st *State) model.Stepper { return stepper{g, st} }
+
+type stepper struct {
+	g  *Model
+	st *State
+}
+
+func (s stepper) Step(ids []int32, greedy bool) ([]float32, int32, error) {
+	if greedy {
+		id, err := s.g.Greedy(s.st, ids)
+		return nil, id, err
+	}
+	l, err := s.g.Forward(s.st, ids, false)
+	return l, -1, err
+}
+
+func (s stepper) Pos() int { return s.st.Pos }

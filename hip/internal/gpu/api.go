@@ -109,6 +109,24 @@ type API struct {
 	// fails with ErrNotSupported and says why in BLASMissing).
 	BLAS        *BLASAPI
 	BLASMissing string
+	// Graphs are the stream capture and graph entry points; nil when the
+	// runtime lacks them (BeginCapture then fails with ErrNotSupported and
+	// says why in GraphsMissing).
+	Graphs        *GraphAPI
+	GraphsMissing string
+}
+
+// GraphAPI is stream capture and graph launch, in the CUDA driver API's
+// shapes (HIP's hipStreamBeginCapture, hipGraph* have the same).
+type GraphAPI struct {
+	BeginCapture       Sym // (CUstream s, CUstreamCaptureMode mode)
+	EndCapture         Sym // (CUstream s, CUgraph *g)
+	Instantiate        Sym // (CUgraphExec *exec, CUgraph g, unsigned long long flags)
+	Launch             Sym // (CUgraphExec exec, CUstream s)
+	ExecDestroy        Sym // (CUgraphExec exec)
+	Destroy            Sym // (CUgraph g)
+	GetNodes           Sym // (CUgraph g, CUgraphNode *nodes, size_t *count)
+	CaptureModeRelaxed uintptr
 }
 
 // RTC is a run-time compiler with nvrtc's shape (hiprtc has the same).

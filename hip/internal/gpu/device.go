@@ -48,9 +48,11 @@ type Device struct {
 	streams     map[*stream]struct{}
 	modules     map[*module]struct{}
 	blases      map[*blasHandle]struct{}
+	graphs      map[*graph]struct{}
 	stage       stagePool
 
 	htod, dtoh, dtod, launches atomic.Int64
+	graphLaunches              atomic.Int64
 	compiles, cacheHits        atomic.Int64
 }
 
@@ -80,6 +82,7 @@ func Open(api *API, opts hip.Options, cfg Config) (*Device, error) {
 		streams:  map[*stream]struct{}{},
 		modules:  map[*module]struct{}{},
 		blases:   map[*blasHandle]struct{}{},
+		graphs:   map[*graph]struct{}{},
 	}, nil
 }
 
@@ -287,6 +290,7 @@ func (d *Device) Stats() hip.Stats {
 		CopiedDtoH:    d.dtoh.Load(),
 		CopiedDtoD:    d.dtod.Load(),
 		Launches:      d.launches.Load(),
+		GraphLaunches: d.graphLaunches.Load(),
 	}
 }
 
@@ -351,21 +355,31 @@ func (d *Device) Synchronize(ctx context.Context) error {
 	}
 	d.mu.RUnlock()
 	// One event per stream marks the work enqueued so far; waiting on them
-	// leaves out streams made later, as hipDeviceSynchronize would not.
-	var evs []uintptr
+	// leaves out streams made later, as hipDeviceSynchronize would not. A
+	// capturing stream's mark is the event recorded before its capture.
+	var evs, owned []uintptr
+	var held []*event
 	destroy := func() {
-		if len(evs) == 0 {
+		for _, ev := range held {
+			ev.unhold()
+		}
+		if len(owned) == 0 {
 			return
 		}
 		runtime.LockOSThread()
 		if d.api.Bind() == 0 {
-			for _, ev := range evs {
+			for _, ev := range owned {
 				call(d.api.EventDestroy.Fn, ev)
 			}
 		}
 		runtime.UnlockOSThread()
 	}
 	for _, s := range streams {
+		if before := s.before(); before != nil {
+			held = append(held, before)
+			evs = append(evs, before.h)
+			continue
+		}
 		ev, err := s.mark(name)
 		if err != nil {
 			if s.isDestroyed() {
@@ -375,6 +389,7 @@ func (d *Device) Synchronize(ctx context.Context) error {
 			return err
 		}
 		evs = append(evs, ev)
+		owned = append(owned, ev)
 	}
 	err := d.await(ctx, name, func() Status {
 		for _, ev := range evs {
@@ -422,10 +437,14 @@ func (d *Device) Close() error {
 		}
 		h.mu.Unlock()
 	}
+	for g := range d.graphs {
+		g.release()
+	}
 	for s := range d.streams {
 		s.mu.Lock()
 		if !s.destroyed {
 			s.destroyed = true
+			s.dropCapture()
 			call(d.api.StreamDestroy.Fn, s.h)
 		}
 		s.mu.Unlock()

@@ -20,6 +20,7 @@ type stream struct {
 	mu        sync.RWMutex // held for reading across each driver call on the stream
 	destroyed bool
 	err       error
+	capture   *capture // between BeginCapture and EndCapture
 }
 
 // StreamCreate makes a stream that does not synchronise with the legacy
@@ -51,9 +52,23 @@ func (d *Device) stream(call string, s hip.Stream) (*stream, error) {
 	return gs, nil
 }
 
+// captureRule says what a call does on a capturing stream.
+type captureRule uint8
+
+const (
+	refuse    captureRule = iota // work a capture cannot record: refused, which fails the capture
+	record                       // work a capture records
+	untouched                    // no work: refused, the capture carries on
+)
+
 // begin read-locks the stream, checks that work can be enqueued on it, and
-// binds the device to the thread. end undoes it. A failed begin has undone it.
-func (s *stream) begin(call string) error {
+// binds the device to the thread. end undoes it. A failed begin has undone
+// it. A capturing stream refuses the call, and the capture fails.
+func (s *stream) begin(call string) error { return s.beginAs(call, refuse) }
+
+// beginAs is begin with rule saying what to do while the stream is
+// capturing. Between beginAs and end, s.capture may be read.
+func (s *stream) beginAs(call string, rule captureRule) error {
 	s.mu.RLock()
 	switch {
 	case s.dev.closed.Load():
@@ -66,6 +81,13 @@ func (s *stream) begin(call string) error {
 		err := s.err
 		s.mu.RUnlock()
 		return wrap(call, err)
+	case s.capture != nil && rule != record:
+		err := errNotCapturable(call)
+		if rule == refuse {
+			s.capture.fail(err)
+		}
+		s.mu.RUnlock()
+		return err
 	}
 	if err := s.dev.enter(call); err != nil {
 		s.mu.RUnlock()
@@ -102,7 +124,7 @@ func (s *stream) fail(err error) {
 
 // check returns the error a call with nothing to enqueue would get.
 func (s *stream) check(call string) error {
-	if err := s.begin(call); err != nil {
+	if err := s.beginAs(call, record); err != nil {
 		return err
 	}
 	s.end()
@@ -174,6 +196,10 @@ func (s *stream) MemcpyDtoHAsync(dst []byte, src hip.DevicePtr) error {
 }
 
 func (s *stream) MemcpyDtoDAsync(dst, src hip.DevicePtr, n int64) error {
+	return s.captured(s.memcpyDtoD(dst, src, n))
+}
+
+func (s *stream) memcpyDtoD(dst, src hip.DevicePtr, n int64) error {
 	api := s.dev.api
 	callName := func() string { return fmt.Sprintf("%s(%v, %v, %d bytes)", api.MemcpyDtoDAsync.Name, dst, src, n) }
 	if n < 0 {
@@ -191,19 +217,28 @@ func (s *stream) MemcpyDtoDAsync(dst, src hip.DevicePtr, n int64) error {
 	if dst < src.Add(n) && src < dst.Add(n) {
 		return errf(callName(), hip.ErrInvalidValue, "source and destination overlap")
 	}
-	if err := s.begin(api.MemcpyDtoDAsync.Name); err != nil {
+	if err := s.beginAs(api.MemcpyDtoDAsync.Name, record); err != nil {
 		return err
 	}
 	st := call(api.MemcpyDtoDAsync.Fn, uintptr(dst), uintptr(src), uintptr(n), s.h)
+	c := s.capture
 	s.end()
 	if st != 0 {
 		return s.dev.err(callName(), st)
 	}
-	s.dev.dtod.Add(n)
+	if c != nil {
+		c.dtod.Add(n)
+	} else {
+		s.dev.dtod.Add(n)
+	}
 	return nil
 }
 
 func (s *stream) MemsetD8Async(dst hip.DevicePtr, v byte, n int64) error {
+	return s.captured(s.memsetD8(dst, v, n))
+}
+
+func (s *stream) memsetD8(dst hip.DevicePtr, v byte, n int64) error {
 	api := s.dev.api
 	callName := func() string { return fmt.Sprintf("%s(%v, %#x, %d)", api.MemsetD8Async.Name, dst, v, n) }
 	if n < 0 {
@@ -215,7 +250,7 @@ func (s *stream) MemsetD8Async(dst hip.DevicePtr, v byte, n int64) error {
 	if err := s.dev.checkRange(callName, dst, n); err != nil {
 		return err
 	}
-	if err := s.begin(api.MemsetD8Async.Name); err != nil {
+	if err := s.beginAs(api.MemsetD8Async.Name, record); err != nil {
 		return err
 	}
 	st := call(api.MemsetD8Async.Fn, uintptr(dst), uintptr(v), uintptr(n), s.h)
@@ -227,6 +262,10 @@ func (s *stream) MemsetD8Async(dst hip.DevicePtr, v byte, n int64) error {
 }
 
 func (s *stream) MemsetD32Async(dst hip.DevicePtr, v uint32, count int64) error {
+	return s.captured(s.memsetD32(dst, v, count))
+}
+
+func (s *stream) memsetD32(dst hip.DevicePtr, v uint32, count int64) error {
 	api := s.dev.api
 	callName := func() string { return fmt.Sprintf("%s(%v, %#x, %d)", api.MemsetD32Async.Name, dst, v, count) }
 	if count < 0 || count > 1<<60 {
@@ -241,7 +280,7 @@ func (s *stream) MemsetD32Async(dst hip.DevicePtr, v uint32, count int64) error 
 	if err := s.dev.checkRange(callName, dst, 4*count); err != nil {
 		return err
 	}
-	if err := s.begin(api.MemsetD32Async.Name); err != nil {
+	if err := s.beginAs(api.MemsetD32Async.Name, record); err != nil {
 		return err
 	}
 	st := call(api.MemsetD32Async.Fn, uintptr(dst), uintptr(v), uintptr(count), s.h)
@@ -294,6 +333,10 @@ var paramsPool = sync.Pool{New: func() any {
 }}
 
 func (s *stream) Launch(f hip.Function, grid, block hip.Dim3, sharedMem uint32, args ...hip.Arg) error {
+	return s.captured(s.launch(f, grid, block, sharedMem, args))
+}
+
+func (s *stream) launch(f hip.Function, grid, block hip.Dim3, sharedMem uint32, args []hip.Arg) error {
 	api := s.dev.api
 	fn, ok := f.(*function)
 	if !ok || fn == nil || fn.mod.dev != s.dev {
@@ -317,7 +360,7 @@ func (s *stream) Launch(f hip.Function, grid, block hip.Dim3, sharedMem uint32, 
 		// Little-endian: a 4-byte argument is the slot's first 4 bytes.
 		p.vals[i] = a.Bits()
 	}
-	if err := s.begin(fn.launchCall); err != nil {
+	if err := s.beginAs(fn.launchCall, record); err != nil {
 		paramsPool.Put(p)
 		return err
 	}
@@ -325,12 +368,17 @@ func (s *stream) Launch(f hip.Function, grid, block hip.Dim3, sharedMem uint32, 
 		uintptr(grid.X), uintptr(grid.Y), uintptr(grid.Z),
 		uintptr(block.X), uintptr(block.Y), uintptr(block.Z),
 		uintptr(sharedMem), s.h, uintptr(unsafe.Pointer(&p.ptrs[0])), 0)
+	c := s.capture
 	s.end()
 	paramsPool.Put(p)
 	if st != 0 {
 		return s.dev.err(fmt.Sprintf("%s grid %v block %v shared %d", fn.launchCall, grid, block, sharedMem), st)
 	}
-	s.dev.launches.Add(1)
+	if c != nil {
+		c.kernels.Add(1)
+	} else {
+		s.dev.launches.Add(1)
+	}
 	return nil
 }
 
@@ -340,7 +388,7 @@ func (s *stream) LaunchHostFunc(fn func()) error {
 		name = s.dev.api.StreamAddCallback.Name
 	}
 	if fn == nil {
-		return errf(name, hip.ErrInvalidValue, "nil function")
+		return s.captured(errf(name, hip.ErrInvalidValue, "nil function"))
 	}
 	if err := s.begin(name); err != nil {
 		return err
@@ -396,7 +444,7 @@ func (s *stream) WaitEvent(e hip.Event) error {
 // mark records a fresh internal event on the stream for a waiter to own.
 func (s *stream) mark(call string) (uintptr, error) {
 	api := s.dev.api
-	if err := s.begin(call); err != nil {
+	if err := s.beginAs(call, untouched); err != nil {
 		return 0, err
 	}
 	defer s.end()
@@ -414,8 +462,14 @@ func (s *stream) mark(call string) (uintptr, error) {
 func (s *stream) Synchronize(ctx context.Context) error {
 	api := s.dev.api
 	name := api.StreamSynchronize.Name
+	if ev := s.before(); ev != nil { // capturing: wait for the work before the capture
+		if err := s.dev.await(ctx, name, func() Status { return call(api.EventSynchronize.Fn, ev.h) }, ev.unhold); err != nil {
+			return err
+		}
+		return s.stickyAs(name)
+	}
 	if ctx.Done() == nil {
-		if err := s.begin(name); err != nil {
+		if err := s.beginAs(name, untouched); err != nil {
 			return err
 		}
 		st := call(api.StreamSynchronize.Fn, s.h)
@@ -459,11 +513,27 @@ func isNotReady(err error) bool {
 func (s *stream) Query() error {
 	api := s.dev.api
 	name := api.StreamQuery.Name
-	if err := s.begin(name); err != nil {
-		return err
+	var st Status
+	if ev := s.before(); ev != nil { // capturing: query the work before the capture
+		err := s.dev.enter(name)
+		if err == nil {
+			st = call(api.EventQuery.Fn, ev.h)
+			leave()
+		}
+		ev.unhold()
+		if err != nil {
+			return err
+		}
+		if st == 0 {
+			return s.stickyAs(name)
+		}
+	} else {
+		if err := s.beginAs(name, untouched); err != nil {
+			return err
+		}
+		st = call(api.StreamQuery.Fn, s.h)
+		s.end()
 	}
-	st := call(api.StreamQuery.Fn, s.h)
-	s.end()
 	switch st {
 	case 0:
 		return nil
@@ -488,6 +558,7 @@ func (s *stream) Destroy() error {
 	if err := s.dev.enter(name); err != nil {
 		return err
 	}
+	s.dropCapture()
 	st := call(api.StreamDestroy.Fn, s.h)
 	leave()
 	s.destroyed = true

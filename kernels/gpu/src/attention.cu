@@ -106,3 +106,489 @@ FP_KERNEL void attn_combine_f32(float* __restrict__ out, const float* __restrict
 		o[d] = a * inv;
 	}
 }
+
+// ------------------------------------------------------------ rows of many sequences
+//
+// The kernels below serve a batch of n query rows drawn from many sequences,
+// each with its own KV cache, and read everything that changes per token from
+// the row metadata in device memory, so one launch sequence can be captured
+// once into a graph and replayed. The metadata of n rows is a structure of
+// arrays (written by gpu.PutRowMeta):
+//   int32 pos[n]  at byte 0:   the row's position in its sequence,
+//   int32 cap[n]  at byte 4n:  the capacity, in positions, of its cache,
+//   uint64 base[n] at byte 8n: the device address of its sequence's KV block.
+// A KV block holds every layer: layer l's K rows at base + l*2*cap*kvDim
+// floats, its V rows cap*kvDim floats after, row p = position p. A row whose
+// base is 0 or whose pos is outside [0, cap) is padding: kv_store writes
+// nothing for it and the attention kernels write zeros.
+
+#define ROWS_THREADS 128
+#define ROWS_WARPS (ROWS_THREADS / WARP_SIZE)
+#define ROWS_GB 4          // query heads (of one KV head) per block of attn_rows_split
+#define ROWS_MAX_SPLIT 256 // most context pieces per row
+
+// row_kv reads row r's metadata and returns whether the row is live, its
+// position and capacity, and its layer's K rows (V rows follow at cap*kvDim).
+FP_DEVICE bool row_kv(const i32* __restrict__ meta, int n, int r, int layer, int kvDim, int* pos, int* cap,
+                      const float** k) {
+	const int p = meta[r], c = meta[n + r];
+	const u64 base = ((const u64*)(meta + 2 * n))[r];
+	*pos = p, *cap = c;
+	*k = (const float*)base + (i64)layer * 2 * c * kvDim;
+	return base != 0 && p >= 0 && p < c;
+}
+
+// kv_store: grid (kvDim/256 rounded up, n). Copies row r of k and v into its
+// sequence's cache for layer at the row's position.
+FP_KERNEL void kv_store_f32(const i32* __restrict__ meta, const float* __restrict__ k,
+                            const float* __restrict__ v, int n, int layer, int kvDim) {
+	const int r = blockIdx.y, i = blockIdx.x * blockDim.x + threadIdx.x;
+	int pos, cap;
+	const float* kc;
+	if (i >= kvDim || !row_kv(meta, n, r, layer, kvDim, &pos, &cap, &kc)) return;
+	float* kd = (float*)kc + (i64)pos * kvDim + i;
+	kd[0] = k[(i64)r * kvDim + i];
+	kd[(i64)cap * kvDim] = v[(i64)r * kvDim + i];
+}
+
+FP_DEVICE float4 f4_zero() { return make_float4(0.f, 0.f, 0.f, 0.f); }
+FP_DEVICE float f4_dot(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+// f4_fma returns a*s + b*t, component-wise.
+FP_DEVICE float4 f4_fma(float4 a, float s, float4 b, float t) {
+	return make_float4(a.x * s + b.x * t, a.y * s + b.y * t, a.z * s + b.z * t, a.w * s + b.w * t);
+}
+FP_DEVICE float4 f4_shfl_xor(float4 a, int m) {
+	return make_float4(shfl_xor(a.x, m), shfl_xor(a.y, m), shfl_xor(a.z, m), shfl_xor(a.w, m));
+}
+// exp_from is e^(x-m), 0 when x is -inf (also when m is).
+FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(x - m); }
+
+// attn_rows_split: grid (nSplit, nKVHead * ceil(group/ROWS_GB), n),
+// ROWS_THREADS threads; D is the head size rounded up to 64, 128 or 256.
+// Block (s, y, r) takes row r, up to ROWS_GB query heads of one KV head (the
+// group's heads share every K and V load), and piece s of the row's context:
+// positions [s*len, (s+1)*len) of 0..pos, len = max(minSplit,
+// ceil((pos+1)/nSplit)), so pieces past the context are empty. LP lanes hold
+// one position (a float4 each), a warp takes PW positions side by side and U
+// of those steps at once (all loads issued before any is used), and each lane
+// group keeps an online softmax per head; groups and warps are merged at the
+// end into one partial per head: m, l, acc[headDim] (m = -inf when empty),
+// at part[((r*nHead + h)*nSplit + s)*(headDim+2)].
+template <int D, bool PF>
+FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
+                               int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit) {
+	enum {
+		LP = D / 4 < WARP_SIZE ? D / 4 : WARP_SIZE, // lanes per position
+		VPL = D / (4 * LP),                         // float4 per lane
+		PW = WARP_SIZE / LP,                        // positions per warp step
+		U = 4 / VPL,                                // steps per iteration
+	};
+	const int s = blockIdx.x, r = blockIdx.z, nSplit = gridDim.x;
+	const int group = nHead / nKVHead, chunks = (group + ROWS_GB - 1) / ROWS_GB;
+	const int kvh = blockIdx.y / chunks, g0 = (blockIdx.y % chunks) * ROWS_GB;
+	const int h0 = kvh * group + g0, gn = min(ROWS_GB, group - g0);
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	const int sg = lane / LP, j = lane % LP;
+	const int kvDim = nKVHead * headDim;
+	const long long hstride = (long long)nSplit * (headDim + 2);
+	float* pp = part + ((long long)r * nHead + h0) * hstride + (long long)s * (headDim + 2);
+
+	int pos, cap;
+	const float* kb;
+	const int ctx = row_kv(meta, n, r, layer, kvDim, &pos, &cap, &kb) ? pos + 1 : 0;
+	const int len = max(minSplit, (ctx + nSplit - 1) / nSplit);
+	const int p0 = min(ctx, s * len), p1 = min(ctx, p0 + len);
+	if (p0 >= p1) { // an empty piece (or a padding row): only m is read
+		if ((int)threadIdx.x < gn) pp[threadIdx.x * hstride] = -fp_inf();
+		return;
+	}
+	kb += kvh * headDim;
+	const float* vb = kb + (long long)cap * kvDim;
+
+	float4 qv[ROWS_GB][VPL], acc[ROWS_GB][VPL];
+	float m[ROWS_GB], l[ROWS_GB];
+#pragma unroll
+	for (int g = 0; g < ROWS_GB; g++) {
+		m[g] = -fp_inf(), l[g] = 0.f;
+#pragma unroll
+		for (int i = 0; i < VPL; i++) {
+			const int d = (i * LP + j) * 4;
+			qv[g][i] = g < gn && d < headDim ? *(const float4*)(q + ((long long)r * nHead + h0 + g) * headDim + d)
+			                                 : f4_zero();
+			acc[g][i] = f4_zero();
+		}
+	}
+
+	// load reads the K and V of the iteration at it (zeros past p1).
+	auto load = [&](int it, float4(&kr)[U][VPL], float4(&vr)[U][VPL]) {
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			const int p = it + u * PW + sg;
+#pragma unroll
+			for (int i = 0; i < VPL; i++) {
+				const int d = (i * LP + j) * 4;
+				const bool ok = p < p1 && d < headDim;
+				kr[u][i] = ok ? *(const float4*)(kb + (long long)p * kvDim + d) : f4_zero();
+				vr[u][i] = ok ? *(const float4*)(vb + (long long)p * kvDim + d) : f4_zero();
+			}
+		}
+	};
+	const int step = ROWS_WARPS * PW * U;
+	float4 kn[U][VPL], vn[U][VPL]; // the next iteration's, when prefetching
+	if (PF) load(p0 + warp * PW * U, kn, vn);
+	for (int it = p0 + warp * PW * U; it < p1; it += step) {
+		float4 kr[U][VPL], vr[U][VPL];
+		if (PF) {
+#pragma unroll
+			for (int u = 0; u < U; u++)
+#pragma unroll
+				for (int i = 0; i < VPL; i++) kr[u][i] = kn[u][i], vr[u][i] = vn[u][i];
+			if (it + step < p1) load(it + step, kn, vn);
+		} else {
+			load(it, kr, vr);
+		}
+#pragma unroll
+		for (int g = 0; g < ROWS_GB; g++) {
+			if (g >= gn) continue; // uniform over the block
+			float sc[U], mx = -fp_inf();
+#pragma unroll
+			for (int u = 0; u < U; u++) {
+				float dot = 0.f;
+#pragma unroll
+				for (int i = 0; i < VPL; i++) dot += f4_dot(qv[g][i], kr[u][i]);
+#pragma unroll
+				for (int o = LP / 2; o > 0; o >>= 1) dot += shfl_xor(dot, o);
+				sc[u] = it + u * PW + sg < p1 ? dot * scale : -fp_inf();
+				mx = fmaxf(mx, sc[u]);
+			}
+			const float mNew = fmaxf(m[g], mx); // -inf while nothing is seen: corr = e = 0
+			const float corr = exp_from(m[g], mNew);
+			l[g] *= corr;
+#pragma unroll
+			for (int i = 0; i < VPL; i++) acc[g][i] = f4_fma(acc[g][i], corr, f4_zero(), 0.f);
+#pragma unroll
+			for (int u = 0; u < U; u++) {
+				const float e = exp_from(sc[u], mNew);
+				l[g] += e;
+#pragma unroll
+				for (int i = 0; i < VPL; i++) acc[g][i] = f4_fma(acc[g][i], 1.f, vr[u][i], e);
+			}
+			m[g] = mNew;
+		}
+	}
+
+	// Merge the lane groups of each warp, then the warps.
+#pragma unroll
+	for (int o = LP; o < WARP_SIZE; o <<= 1) {
+#pragma unroll
+		for (int g = 0; g < ROWS_GB; g++) {
+			const float m2 = shfl_xor(m[g], o), l2 = shfl_xor(l[g], o);
+			const float M = fmaxf(m[g], m2);
+			const float a = M == -fp_inf() ? 0.f : exp_from(m[g], M), b = M == -fp_inf() ? 0.f : exp_from(m2, M);
+			l[g] = l[g] * a + l2 * b;
+#pragma unroll
+			for (int i = 0; i < VPL; i++) acc[g][i] = f4_fma(acc[g][i], a, f4_shfl_xor(acc[g][i], o), b);
+			m[g] = M;
+		}
+	}
+	__shared__ float sm[ROWS_WARPS][ROWS_GB], sl[ROWS_WARPS][ROWS_GB];
+	__shared__ float4 sacc[ROWS_WARPS][ROWS_GB][D / 4];
+	if (sg == 0) {
+#pragma unroll
+		for (int g = 0; g < ROWS_GB; g++) {
+			if (j == 0) sm[warp][g] = m[g], sl[warp][g] = l[g];
+#pragma unroll
+			for (int i = 0; i < VPL; i++) sacc[warp][g][i * LP + j] = acc[g][i];
+		}
+	}
+	__syncthreads();
+	for (int t = threadIdx.x; t < gn * headDim; t += ROWS_THREADS) {
+		const int g = t / headDim, d = t % headDim;
+		float M = -fp_inf();
+		for (int w = 0; w < ROWS_WARPS; w++) M = fmaxf(M, sm[w][g]);
+		float L = 0.f, a = 0.f;
+		for (int w = 0; w < ROWS_WARPS; w++) {
+			const float e = exp_from(sm[w][g], M);
+			L += e * sl[w][g];
+			a += e * ((const float*)sacc[w][g])[d];
+		}
+		float* o = pp + g * hstride;
+		if (d == 0) o[0] = M, o[1] = L;
+		o[2 + d] = a;
+	}
+}
+
+#define FP_ATTN_ROWS_SPLIT(name, D, PF)                                                                        \
+	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
+	    name(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta, int n,       \
+	         int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit) {                      \
+		attn_rows_split<D, PF>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit);          \
+	}
+FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d64, 64, false)
+FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d128, 128, false)
+FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d256, 256, false)
+FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d64_pf, 64, true) // tuning variant
+
+// attn_rows_combine: grid (nHead, n), merges the pieces of attn_rows_split:
+// out = Σ e^(m_s-M) acc_s / Σ e^(m_s-M) l_s over the non-empty pieces;
+// zeros for a padding row (every piece empty). The pieces are read side by
+// side (a thread per piece, then a thread per dim with every piece's load
+// independent of the others), never one after another.
+FP_KERNEL void __launch_bounds__(ROWS_THREADS)
+    attn_rows_combine_f32(float* __restrict__ out, const float* __restrict__ part, int nHead, int headDim,
+                          int nSplit) {
+	const int h = blockIdx.x, r = blockIdx.y;
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	const int stride = headDim + 2;
+	const float* pp = part + ((long long)r * nHead + h) * nSplit * stride;
+	__shared__ float w[ROWS_MAX_SPLIT], red[2][ROWS_WARPS];
+	float mx = -fp_inf(), ls = 0.f;
+	float ms[ROWS_MAX_SPLIT / ROWS_THREADS], lv[ROWS_MAX_SPLIT / ROWS_THREADS];
+#pragma unroll
+	for (int i = 0; i < ROWS_MAX_SPLIT / ROWS_THREADS; i++) { // m and l of each piece, in one trip
+		const int s = threadIdx.x + i * ROWS_THREADS;
+		ms[i] = s < nSplit ? pp[s * stride] : -fp_inf();
+		lv[i] = s < nSplit ? pp[s * stride + 1] : 0.f; // an empty piece's is stale: never used
+		mx = fmaxf(mx, ms[i]);
+	}
+	mx = warp_max(mx);
+	if (lane == 0) red[0][warp] = mx;
+	__syncthreads();
+	float M = -fp_inf();
+	for (int i = 0; i < ROWS_WARPS; i++) M = fmaxf(M, red[0][i]);
+#pragma unroll
+	for (int i = 0; i < ROWS_MAX_SPLIT / ROWS_THREADS; i++) {
+		const int s = threadIdx.x + i * ROWS_THREADS;
+		const float e = M == -fp_inf() ? 0.f : exp_from(ms[i], M);
+		if (s < nSplit) w[s] = e;
+		ls += e != 0.f ? e * lv[i] : 0.f;
+	}
+	ls = warp_sum(ls);
+	if (lane == 0) red[1][warp] = ls;
+	__syncthreads();
+	float L = 0.f;
+	for (int i = 0; i < ROWS_WARPS; i++) L += red[1][i];
+	const float inv = L > 0.f ? 1.f / L : 0.f;
+	float* o = out + ((long long)r * nHead + h) * headDim;
+	for (int d = threadIdx.x; d < headDim; d += ROWS_THREADS) {
+		float a = 0.f;
+#pragma unroll 16
+		for (int s = 0; s < nSplit; s++) {
+			const float v = pp[s * stride + 2 + d]; // an empty piece's is stale: selected away, never multiplied
+			a += w[s] != 0.f ? w[s] * v : 0.f;
+		}
+		o[d] = a * inv;
+	}
+}
+
+// attn_rows_prefill: grid (ceil(n/QB), nHead), KS*ROWS_THREADS threads; the
+// tiled (flash-attention) kernel for prompt chunks. Block (x, h) takes QB =
+// R*ROWS_THREADS/TD consecutive rows (the heaviest tiles first) of query
+// head h. TD threads share R rows, each holding D/TD of their dims (float4s
+// i*TD + j): a K or V value read from shared memory (a broadcast to the
+// warp's threads with the same j) serves R rows. The rows are taken in
+// groups that share one sequence (one group per tile in a prompt chunk):
+// the group's K and V stream through shared memory once in tiles of BK
+// positions, and every row of the group scores them (causal: positions up to
+// its own) in chunks of CH positions per online-softmax update. KS sets of
+// ROWS_THREADS threads take interleaved chunks of each tile for the same
+// rows (a shorter path per block) and are merged at the end. Scores are
+// kept in base 2 (scale*log2 e folded in, exp2f).
+template <int D, int TD, int R, int KS, int CH>
+FP_DEVICE void attn_rows_prefill(float* __restrict__ out, const float* __restrict__ q, const i32* __restrict__ meta,
+                                 int n, int layer, int nHead, int nKVHead, int headDim, float scale) {
+	enum {
+		QB = R * ROWS_THREADS / TD, // rows per block
+		DPT = D / TD / 4,           // float4 per thread and row
+		BK = 4096 / D,              // positions per K/V tile (16 KiB each)
+		F4 = D / 4,                 // float4 per K/V row in shared memory
+		NT = KS * ROWS_THREADS,
+	};
+	static_assert(BK % (KS * CH) == 0, "a tile is not a whole number of chunks per set");
+	__shared__ float4 kvs[2 * BK * F4]; // the K tile, then the V tile
+	float4* ks = kvs;
+	float4* vs = kvs + BK * F4;
+	__shared__ int spos[QB], scap[QB], sdone[QB];
+	__shared__ u64 sbase[QB];
+	__shared__ u64 slead;
+	__shared__ int sctx, scapl;
+
+	const int h = blockIdx.y, r0 = (gridDim.x - 1 - blockIdx.x) * QB;
+	const int kset = threadIdx.x / ROWS_THREADS, tt = threadIdx.x % ROWS_THREADS;
+	const int qi = tt / TD * R, j = tt % TD; // rows r0+qi .. r0+qi+R-1
+	const int kvDim = nKVHead * headDim, kvOff = h / (nHead / nKVHead) * headDim;
+	const float scale2 = scale * 1.4426950408889634f; // log2 e
+	for (int i = threadIdx.x; i < QB; i += NT) {
+		const int rr = r0 + i;
+		int pos = -1, cap = 0;
+		const float* kc = 0;
+		const bool live = rr < n && row_kv(meta, n, rr, layer, kvDim, &pos, &cap, &kc);
+		spos[i] = live ? pos : -1;
+		scap[i] = cap;
+		sbase[i] = live ? ((const u64*)(meta + 2 * n))[rr] : 0;
+		sdone[i] = !live;
+	}
+	__syncthreads();
+
+	int myPos[R];
+	float4 qv[R][DPT], acc[R][DPT];
+	float m[R], l[R];
+#pragma unroll
+	for (int k = 0; k < R; k++) {
+		myPos[k] = spos[qi + k];
+		m[k] = -fp_inf(), l[k] = 0.f;
+#pragma unroll
+		for (int i = 0; i < DPT; i++) {
+			const int d = (i * TD + j) * 4;
+			qv[k][i] = myPos[k] >= 0 && d < headDim
+			               ? *(const float4*)(q + ((long long)(r0 + qi + k) * nHead + h) * headDim + d)
+			               : f4_zero();
+			acc[k][i] = f4_zero();
+		}
+	}
+
+	for (;;) {
+		if (threadIdx.x == 0) { // the next group: the rows of the first row not done
+			int lead = -1;
+			for (int i = 0; i < QB && lead < 0; i++)
+				if (!sdone[i]) lead = i;
+			int ctx = 0;
+			if (lead >= 0) {
+				for (int i = lead; i < QB; i++)
+					if (!sdone[i] && sbase[i] == sbase[lead]) ctx = max(ctx, spos[i] + 1), sdone[i] = 1;
+				slead = sbase[lead], scapl = scap[lead];
+			}
+			sctx = ctx;
+		}
+		__syncthreads();
+		const int ctx = sctx;
+		if (ctx == 0) break;
+		// lastPos[k]: the last position row k attends to in this group (-1: none).
+		int lastPos[R], wmax = -1;
+#pragma unroll
+		for (int k = 0; k < R; k++) {
+			lastPos[k] = myPos[k] >= 0 && sbase[qi + k] == slead ? myPos[k] : -1;
+			wmax = max(wmax, lastPos[k]);
+		}
+		// The last position any row of this warp attends to, so that chunks
+		// past the diagonal are skipped by the whole warp.
+#pragma unroll
+		for (int o = WARP_SIZE / 2; o > 0; o >>= 1) wmax = max(wmax, shfl_xor_int(wmax, o));
+		const float* kb = (const float*)slead + (long long)layer * 2 * scapl * kvDim + kvOff;
+		const float* vb = kb + (long long)scapl * kvDim;
+
+		for (int t0 = 0; t0 < ctx; t0 += BK) {
+			for (int idx = threadIdx.x; idx < BK * F4; idx += NT) {
+				const int p = t0 + idx / F4, d = (idx % F4) * 4;
+				const bool ok = p < ctx && d < headDim;
+				ks[idx] = ok ? *(const float4*)(kb + (long long)p * kvDim + d) : f4_zero();
+				vs[idx] = ok ? *(const float4*)(vb + (long long)p * kvDim + d) : f4_zero();
+			}
+			__syncthreads();
+			for (int c0 = kset * CH; c0 < BK && t0 + c0 <= wmax; c0 += KS * CH) {
+				float sc[R][CH];
+#pragma unroll
+				for (int c = 0; c < CH; c++) {
+					float4 kr[DPT];
+#pragma unroll
+					for (int i = 0; i < DPT; i++) kr[i] = ks[(c0 + c) * F4 + i * TD + j];
+#pragma unroll
+					for (int k = 0; k < R; k++) {
+						float dot = 0.f;
+#pragma unroll
+						for (int i = 0; i < DPT; i++) dot += f4_dot(qv[k][i], kr[i]);
+#pragma unroll
+						for (int o = TD / 2; o > 0; o >>= 1) dot += shfl_xor(dot, o);
+						sc[k][c] = t0 + c0 + c <= lastPos[k] ? dot * scale2 : -fp_inf();
+					}
+				}
+#pragma unroll
+				for (int k = 0; k < R; k++) {
+					float mx = -fp_inf();
+#pragma unroll
+					for (int c = 0; c < CH; c++) mx = fmaxf(mx, sc[k][c]);
+					const float mNew = fmaxf(m[k], mx); // -inf while nothing is seen: corr = e = 0
+					const float corr = m[k] == -fp_inf() ? 0.f : exp2f(m[k] - mNew);
+					l[k] *= corr;
+#pragma unroll
+					for (int i = 0; i < DPT; i++) acc[k][i] = f4_fma(acc[k][i], corr, f4_zero(), 0.f);
+#pragma unroll
+					for (int c = 0; c < CH; c++) {
+						sc[k][c] = sc[k][c] == -fp_inf() ? 0.f : exp2f(sc[k][c] - mNew); // the weight
+						l[k] += sc[k][c];
+					}
+					m[k] = mNew;
+				}
+#pragma unroll
+				for (int c = 0; c < CH; c++) {
+					float4 vr[DPT];
+#pragma unroll
+					for (int i = 0; i < DPT; i++) vr[i] = vs[(c0 + c) * F4 + i * TD + j];
+#pragma unroll
+					for (int k = 0; k < R; k++)
+#pragma unroll
+						for (int i = 0; i < DPT; i++) acc[k][i] = f4_fma(acc[k][i], 1.f, vr[i], sc[k][c]);
+				}
+			}
+			__syncthreads();
+		}
+	}
+
+	if (KS > 1) { // merge the sets through shared memory (the tiles')
+		enum { W = R * (4 * DPT + 4) }; // per row: m, l, 2 unused, acc
+		static_assert((KS - 1) * ROWS_THREADS * W <= 2 * BK * D, "merge buffer larger than the tiles");
+		float* xs = (float*)kvs;
+		if (kset > 0) {
+			float* x = xs + ((kset - 1) * ROWS_THREADS + tt) * W;
+#pragma unroll
+			for (int k = 0; k < R; k++, x += 4 * DPT + 4) {
+				x[0] = m[k], x[1] = l[k];
+#pragma unroll
+				for (int i = 0; i < DPT; i++) ((float4*)(x + 4))[i] = acc[k][i];
+			}
+		}
+		__syncthreads();
+		if (kset > 0) return;
+		for (int s = 0; s < KS - 1; s++) {
+			const float* x = xs + (s * ROWS_THREADS + tt) * W;
+#pragma unroll
+			for (int k = 0; k < R; k++, x += 4 * DPT + 4) {
+				const float M = fmaxf(m[k], x[0]);
+				const float a = m[k] == -fp_inf() ? 0.f : exp2f(m[k] - M);
+				const float b = x[0] == -fp_inf() ? 0.f : exp2f(x[0] - M);
+				l[k] = l[k] * a + x[1] * b;
+#pragma unroll
+				for (int i = 0; i < DPT; i++) acc[k][i] = f4_fma(acc[k][i], a, ((const float4*)(x + 4))[i], b);
+				m[k] = M;
+			}
+		}
+	}
+#pragma unroll
+	for (int k = 0; k < R; k++) {
+		const int r = r0 + qi + k;
+		if (r >= n) break;
+		const float inv = l[k] > 0.f ? 1.f / l[k] : 0.f;
+#pragma unroll
+		for (int i = 0; i < DPT; i++) {
+			const int d = (i * TD + j) * 4;
+			if (d < headDim)
+				*(float4*)(out + ((long long)r * nHead + h) * headDim + d) = f4_fma(acc[k][i], inv, f4_zero(), 0.f);
+		}
+	}
+}
+
+#define FP_ATTN_ROWS_PREFILL(name, D, TD, R, KS, CH)                                                           \
+	FP_KERNEL void __launch_bounds__(KS * ROWS_THREADS)                                                        \
+	    name(float* __restrict__ out, const float* __restrict__ q, const i32* __restrict__ meta, int n,        \
+	         int layer, int nHead, int nKVHead, int headDim, float scale) {                                    \
+		attn_rows_prefill<D, TD, R, KS, CH>(out, q, meta, n, layer, nHead, nKVHead, headDim, scale);       \
+	}
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64, 64, 2, 1, 2, 16)
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d128, 128, 4, 1, 2, 16)
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d256, 256, 8, 1, 2, 8)
+// Variants timed by BenchmarkAttentionRows (tuning).
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td4_r2_ks2, 64, 4, 2, 2, 8)
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td8_r4_ks2, 64, 8, 4, 2, 8)
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td4_r2_ks1, 64, 4, 2, 1, 16)
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td8_r4_ks1, 64, 8, 4, 1, 16)
+FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td4_r1_ks2, 64, 4, 1, 2, 16)

@@ -34,6 +34,12 @@ FP_KERNEL void add_f32(float* dst, const float* a, const float* b, int n) {
 	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) dst[i] = a[i] + b[i];
 }
 
+// add_rows: each of the rows of y (n wide) += b (n): a bias over a batch.
+FP_KERNEL void add_rows_f32(float* y, const float* b, int rows, int n) {
+	const long total = (long)rows * n;
+	for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)blockDim.x * gridDim.x) y[i] += b[i % n];
+}
+
 // swiglu: out = silu(gate) * up, silu(x) = x / (1 + e^-x) (kernels.SwiGLU).
 FP_KERNEL void swiglu_f32(float* out, const float* gate, const float* up, int n) {
 	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
@@ -48,14 +54,10 @@ FP_KERNEL void swiglu_f32(float* out, const float* gate, const float* up, int n)
 // recurrence theta_i = pos * thetaScale^i, one multiply at a time, so the
 // angles are the host's bits. freqFactors may be null. extFactor 0 turns
 // YaRN off; mscale is the magnitude factor with YaRN's correction included.
-FP_KERNEL void rope_f32(float* x, const i32* __restrict__ pos, int nTok, int nHeads, int headDim, int dims,
-                        int neox, float thetaScale, float freqScale, const float* __restrict__ freqFactors,
-                        float extFactor, float mscale, float corrLo, float corrHi) {
-	const int half = dims / 2;
-	const int i = blockIdx.x * blockDim.x + threadIdx.x;
-	const int h = blockIdx.y, t = blockIdx.z;
-	if (i >= half || h >= nHeads || t >= nTok) return;
-	float theta = (float)pos[t];
+// rope_cs is the cosine and sine (scaled by mscale) of pair i at position p.
+FP_DEVICE void rope_cs(int i, int p, float thetaScale, float freqScale, const float* __restrict__ freqFactors,
+                       float extFactor, float mscale, float corrLo, float corrHi, float* c, float* s) {
+	float theta = (float)p;
 	for (int k = 0; k < i; k++) theta = __fmul_rn(theta, thetaScale);
 	float thetaExtrap = theta;
 	if (freqFactors) thetaExtrap = theta / freqFactors[i];
@@ -66,7 +68,18 @@ FP_KERNEL void rope_f32(float* x, const i32* __restrict__ pos, int nTok, int nHe
 		const float ramp = (1.f - fminf(1.f, fmaxf(0.f, y))) * extFactor;
 		th = __fadd_rn(__fmul_rn(thetaInterp, 1.f - ramp), __fmul_rn(thetaExtrap, ramp));
 	}
-	const float c = __fmul_rn(cosf(th), mscale), s = __fmul_rn(sinf(th), mscale);
+	*c = __fmul_rn(cosf(th), mscale), *s = __fmul_rn(sinf(th), mscale);
+}
+
+FP_KERNEL void rope_f32(float* x, const i32* __restrict__ pos, int nTok, int nHeads, int headDim, int dims,
+                        int neox, float thetaScale, float freqScale, const float* __restrict__ freqFactors,
+                        float extFactor, float mscale, float corrLo, float corrHi) {
+	const int half = dims / 2;
+	const int i = blockIdx.x * blockDim.x + threadIdx.x;
+	const int h = blockIdx.y, t = blockIdx.z;
+	if (i >= half || h >= nHeads || t >= nTok) return;
+	float c, s;
+	rope_cs(i, pos[t], thetaScale, freqScale, freqFactors, extFactor, mscale, corrLo, corrHi, &c, &s);
 	float* head = x + ((long long)t * nHeads + h) * headDim;
 	const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
 	const float x0 = head[a], x1 = head[b];

@@ -38,6 +38,31 @@
 	}
 #define FP_DOT_VIA_DECODE FP_DOT_VIA_DECODE_AS(dot) FP_DOT_VIA_DECODE_AS(dot_decoded)
 
+// Shared-memory reads for the staged int8 products (matvec8s): s is a
+// 16-byte aligned stage, o a byte offset into it that is only 2-byte
+// aligned for most block formats.
+
+// funnel_r is the 32 bits of hi:lo starting at bit sh (0..32).
+FP_DEVICE u32 funnel_r(u32 lo, u32 hi, u32 sh) { return (u32)((((u64)hi << 32) | (u64)lo) >> sh); }
+
+// ld16s is the 16-bit value at byte o of s (o even).
+FP_DEVICE u32 ld16s(const u32* s, int o) { return (s[o >> 2] >> (8 * (o & 2))) & 0xffffu; }
+
+// ld_words_a2 reads the N words at byte o of s (o even): N+1 aligned loads,
+// each neighbouring pair funnel-shifted into place.
+template <int N>
+FP_DEVICE void ld_words_a2(const u32* s, int o, u32* out) {
+	const u32* a = s + (o >> 2);
+	const u32 sh = 8u * (u32)(o & 2);
+	u32 lo = a[0];
+#pragma unroll
+	for (int i = 0; i < N; i++) {
+		const u32 hi = a[i + 1];
+		out[i] = funnel_r(lo, hi, sh);
+		lo = hi;
+	}
+}
+
 // ------------------------------------------------------------ float types
 
 // F32, F16, BF16 in "blocks" of 16 bytes (cols a multiple of 4, 8, 8).
@@ -150,6 +175,23 @@ struct TQ4_0 {
 		const int sx = dp4a(0x01010101, x0, dp4a(0x01010101, x1, dp4a(0x01010101, x2, dp4a(0x01010101, x3, 0))));
 		return d * xd[0] * (float)(s - 8 * sx);
 	}
+	// Staged (matvec8s): the block is at byte o of the shared-memory stage
+	// s, x its 32 activations as 8 words, xs their scale.
+	enum { UPB = 1, UPL8 = 4 };
+	FP_DEVICE float dot8s(const u32* s, int o, int, const int* x, float xs) {
+		const float d = half_to_float((u16)ld16s(s, o));
+		u32 q[4];
+		ld_words_a2<4>(s, o + 2, q);
+		int acc = 0, sx = 0;
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			acc = dp4a((int)(q[k] & 0x0f0f0f0fu), x[k], acc);
+			acc = dp4a((int)((q[k] >> 4) & 0x0f0f0f0fu), x[4 + k], acc);
+		}
+#pragma unroll
+		for (int k = 0; k < 8; k++) sx = dp4a(0x01010101, x[k], sx);
+		return d * xs * (float)(acc - 8 * sx);
+	}
 };
 
 struct TQ4_1 {
@@ -241,6 +283,16 @@ struct TQ8_0 {
 		s = dp4a((int)ld_u32_a2(q + 8), xi[2], s);
 		s = dp4a((int)ld_u32_a2(q + 12), xi[3], s);
 		return d * xd[0] * (float)s;
+	}
+	enum { UPB = 1, UPL8 = 2 };
+	FP_DEVICE float dot8s(const u32* s, int o, int, const int* x, float xs) {
+		const float d = half_to_float((u16)ld16s(s, o));
+		u32 q[8];
+		ld_words_a2<8>(s, o + 2, q);
+		int acc = 0;
+#pragma unroll
+		for (int k = 0; k < 8; k++) acc = dp4a((int)q[k], x[k], acc);
+		return d * xs * (float)acc;
 	}
 };
 
@@ -383,6 +435,30 @@ struct TQ4_K {
 		return xd[2 * j] * (d * sc1 * (float)sl - dmin * m1 * (float)sa) +
 		       xd[2 * j + 1] * (d * sc2 * (float)sh - dmin * m2 * (float)sb);
 	}
+	// dot8s: unit ub = 2j + h is the low (h = 0) or high nibbles of qs
+	// bytes 32j..32j+31, with scale and min ub. Q4_K blocks and rows are
+	// 16-byte aligned, so o is too and the stage is read 16 bytes at a time.
+	enum { UPB = 8, UPL8 = 4 };
+	FP_DEVICE float dot8s(const u32* s, int o, int ub, const int* x, float xs) {
+		const uint4* b = (const uint4*)s + (o >> 4);
+		const uint4 hd = b[0], q0 = b[1 + 2 * (ub >> 1)], q1 = b[2 + 2 * (ub >> 1)];
+		const u32 q[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+		const u32 sh = 4u * (u32)(ub & 1);
+		int acc = 0, sx = 0;
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			acc = dp4a((int)((q[k] >> sh) & 0x0f0f0f0fu), x[k], acc);
+			sx = dp4a(0x01010101, x[k], sx);
+		}
+		// ggml's get_scale_min_k4 on the scale words hd.y, hd.z, hd.w.
+		const u32 bs = 8u * (u32)(ub & 3);
+		const u32 b1 = (hd.y >> bs) & 0xffu, b2 = (hd.z >> bs) & 0xffu, b3 = (hd.w >> bs) & 0xffu;
+		const bool lo = ub < 4;
+		const float sc = (float)(lo ? (b1 & 63u) : ((b3 & 15u) | ((b1 >> 6) << 4)));
+		const float m = (float)(lo ? (b2 & 63u) : ((b3 >> 4) | ((b2 >> 6) << 4)));
+		const float d = half_to_float((u16)(hd.x & 0xffffu)), dmin = half_to_float((u16)(hd.x >> 16));
+		return xs * (d * sc * (float)acc - dmin * m * (float)sx);
+	}
 };
 
 struct TQ5_K {
@@ -476,6 +552,33 @@ struct TQ6_K {
 		}
 		return half_to_float(ld_u16(b + 208)) * s;
 	}
+	// dot8s: unit ub = 4n + g is values 128n + 32g .. +31: ql bytes
+	// 64n + 32(g%2) .., nibble g/2; qh bytes 32n .., bits 2g; scales
+	// 8n + 2g (first 16 values) and 8n + 2g + 1.
+	enum { UPB = 8, UPL8 = 2 };
+	FP_DEVICE float dot8s(const u32* s, int o, int ub, const int* x, float xs) {
+		const int n = ub >> 2, g = ub & 3;
+		u32 ql[8], qh[8];
+		ld_words_a2<8>(s, o + 64 * n + 32 * (g & 1), ql);
+		ld_words_a2<8>(s, o + 128 + 32 * n, qh);
+		const u32 sc = ld16s(s, o + 192 + 8 * n + 2 * g);
+		const float d = half_to_float((u16)ld16s(s, o + 208));
+		const u32 lsh = 4u * (u32)(g >> 1), hsh = 2u * (u32)g;
+		int s0 = 0, s1 = 0, x0 = 0, x1 = 0;
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			const int q = (int)(((ql[k] >> lsh) & 0x0f0f0f0fu) | (((qh[k] >> hsh) & 0x03030303u) << 4));
+			if (k < 4) {
+				s0 = dp4a(q, x[k], s0);
+				x0 = dp4a(0x01010101, x[k], x0);
+			} else {
+				s1 = dp4a(q, x[k], s1);
+				x1 = dp4a(0x01010101, x[k], x1);
+			}
+		}
+		const float sc0 = (float)(i8)(sc & 0xffu), sc1 = (float)(i8)(sc >> 8);
+		return d * xs * (sc0 * (float)(s0 - 32 * x0) + sc1 * (float)(s1 - 32 * x1));
+	}
 };
 
 struct TQ8_K {
@@ -517,15 +620,14 @@ struct MvUnroll {
 	enum { U0 = 64 / (T::VPC * R), U = U0 < 1 ? 1 : (U0 > 8 ? 8 : U0) };
 };
 
-// matvec: y[r] = (row r of w) · x for rows [blockIdx.x*R, +R). The body has
-// no branches around loads (a branch would stop the compiler from issuing
-// the next row's loads before this row's arithmetic): out-of-range chunks
-// and rows are clamped to valid ones and their sums discarded.
+// matvec_rows: y[r] = (row r of w) · x for one block's rows [row0, +R). The
+// body has no branches around loads (a branch would stop the compiler from
+// issuing the next row's loads before this row's arithmetic): out-of-range
+// chunks and rows are clamped to valid ones and their sums discarded.
 template <class T, int R, bool DECODED>
-FP_DEVICE void matvec(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
-                      int rows, int cols, long long rowBytes) {
+FP_DEVICE void matvec_rows(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
+                           int row0, int rows, int cols, long long rowBytes) {
 	enum { U = MvUnroll<T, R>::U };
-	const int row0 = blockIdx.x * R;
 	const int nchunks = (cols / T::QK) * T::CPB;
 	const int nr = rows - row0 < R ? rows - row0 : R;
 	float acc[R];
@@ -572,6 +674,16 @@ FP_DEVICE void matvec(const u8* __restrict__ w, const float* __restrict__ x, flo
 		for (int k = 0; k < MV_WARPS; k++) s += part[k][threadIdx.x];
 		y[row0 + threadIdx.x] = s;
 	}
+	__syncthreads(); // part is free for the block's next rows
+}
+
+// matvec: y = W·x, R rows per block; blocks stride over the row groups,
+// so the grid may be smaller than the matrix.
+template <class T, int R, bool DECODED>
+FP_DEVICE void matvec(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
+                      int rows, int cols, long long rowBytes) {
+	for (int row0 = blockIdx.x * R; row0 < rows; row0 += gridDim.x * R)
+		matvec_rows<T, R, DECODED>(w, x, y, row0, rows, cols, rowBytes);
 }
 
 // dequant: every value of a rows x cols matrix, one chunk per thread.
@@ -776,3 +888,176 @@ FP_Q8ACT(q4_0, TQ4_0)
 FP_Q8ACT(q8_0, TQ8_0)
 FP_Q8ACT(q4_k, TQ4_K)
 FP_Q8ACT(q6_k, TQ6_K)
+
+// ------------------------------------------------------------ staged int8 products
+
+// matvec8s: matvec8 for weights streamed through shared memory. Most GGUF
+// blocks are only 2-byte aligned (Q8_0's 34 bytes, Q4_0's 18, Q6_K's 210),
+// so reading them in place takes 2- or 4-byte loads scattered over many
+// cache lines, and the L1 becomes the bottleneck (kernels/gpu/NOTES.md).
+// Here each warp copies a tile of its rows with coalesced 16-byte loads
+// (whole aligned 16-byte granules around the weights: never past a page)
+// into its own stage, then every lane takes whole 32-column units from
+// there (T::dot8s). The next tile's loads are issued before the current
+// tile is computed. Activations come from global memory as 16-byte loads.
+//
+// A block is MV8_WARPS warps; wc of them (1, 2 or 4) split the tiles of
+// the same R rows and their sums meet in shared memory, so a block does
+// MV8_WARPS/wc row groups of R rows per step. Blocks stride over the
+// steps, so the grid may be smaller than the matrix.
+#define MV8_THREADS 128
+#define MV8_WARPS (MV8_THREADS / WARP_SIZE)
+
+// Mv8 is the tile geometry of matvec8s for type T and R rows: UPL units of
+// 32 columns per lane, TB blocks per row, N16 16-byte slots per row in the
+// stage (room for a misaligned start and the word after the last), K
+// 16-byte loads per lane.
+template <class T, int R>
+struct Mv8 {
+	enum {
+		UPL = T::UPL8 / R > 0 ? T::UPL8 / R : 1,
+		TB = WARP_SIZE * UPL / T::UPB,
+		N16 = (TB * T::BYTES + 33) / 16,
+		K = (R * N16 + WARP_SIZE - 1) / WARP_SIZE,
+	};
+};
+
+FP_DEVICE void mv8_syncwarp() {
+#if defined(FP_AMD)
+	__builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront");
+	__builtin_amdgcn_wave_barrier();
+	__builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");
+#else
+	__syncwarp();
+#endif
+}
+
+FP_DEVICE uint4 ldg16(const u8* p) {
+#if defined(FP_AMD)
+	return *(const uint4*)p;
+#else
+	return __ldg((const uint4*)p);
+#endif
+}
+
+// mv8_load issues the loads of tile t of row group rg into buf; a tile
+// past the matrix (ok false) loads nothing.
+template <class T, int R>
+FP_DEVICE void mv8_load(uint4* buf, const u8* w, int rows, long long rowBytes, int nblk, int rg, int t, bool ok,
+                        int lane) {
+	typedef Mv8<T, R> P;
+	const int nb = nblk - t * P::TB < P::TB ? nblk - t * P::TB : P::TB;
+#pragma unroll
+	for (int k = 0; k < P::K; k++) {
+		const int idx = lane + WARP_SIZE * k;
+		const int r = idx / P::N16, j = idx % P::N16;
+		const int row = rg * R + r;
+		buf[k] = make_uint4(0u, 0u, 0u, 0u);
+		if (ok && r < R && row < rows) {
+			const u8* a = w + (long long)row * rowBytes + (long long)t * P::TB * T::BYTES;
+			const int o = (int)((unsigned long long)a & 15u);
+			if (j < (o + nb * T::BYTES + 15) >> 4) buf[k] = ldg16(a - o + 16 * j);
+		}
+	}
+}
+
+template <class T, int R>
+FP_DEVICE void matvec8s(const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows,
+                        int cols, long long rowBytes, int wc) {
+	typedef Mv8<T, R> P;
+	__shared__ uint4 stage[MV8_WARPS][R * P::N16];
+	__shared__ float part[2][MV8_WARPS][R];
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	wc = wc < MV8_WARPS ? wc : MV8_WARPS;
+	const int wr = MV8_WARPS / wc, a = warp / wc, cw = warp % wc;
+	const float* xd = (const float*)(xq + cols);
+	const int nblk = cols / T::QK, nunits = cols / 32;
+	const int ntiles = (nblk + P::TB - 1) / P::TB;
+	const int tpw = (ntiles + wc - 1) / wc; // tiles per warp and row group, the last ones maybe empty
+	const int nrg = (rows + R - 1) / R;
+	const int nsteps = (nrg + wr - 1) / wr;
+	uint4* st = stage[warp];
+	const unsigned long long wlow = (unsigned long long)w;
+
+	float acc[R];
+#pragma unroll
+	for (int r = 0; r < R; r++) acc[r] = 0.f;
+	uint4 buf[P::K];
+	int step = blockIdx.x, i = 0, p = 0;
+	if (step < nsteps) {
+		const int rg = step * wr + a, t = cw;
+		mv8_load<T, R>(buf, w, rows, rowBytes, nblk, rg, t, rg < nrg && t < ntiles, lane);
+	}
+	while (step < nsteps) { // uniform across the block
+		const int rg = step * wr + a, t = cw + wc * i;
+		const bool ok = rg < nrg && t < ntiles;
+		mv8_syncwarp(); // the last tile's readers are done
+#pragma unroll
+		for (int k = 0; k < P::K; k++) {
+			const int idx = lane + WARP_SIZE * k;
+			if (idx < R * P::N16) st[idx] = buf[k];
+		}
+		mv8_syncwarp();
+		int nstep = step, ni = i + 1;
+		if (ni == tpw) {
+			ni = 0;
+			nstep += gridDim.x;
+		}
+		if (nstep < nsteps) {
+			const int nrg2 = nstep * wr + a, nt = cw + wc * ni;
+			mv8_load<T, R>(buf, w, rows, rowBytes, nblk, nrg2, nt, nrg2 < nrg && nt < ntiles, lane);
+		}
+		int off[R];
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			off[r] = (int)((wlow + (unsigned long long)(rg * R + r) * (unsigned long long)rowBytes +
+			                (unsigned long long)t * P::TB * T::BYTES) & 15u);
+#pragma unroll
+		for (int m = 0; m < P::UPL; m++) {
+			const int u = lane + WARP_SIZE * m;
+			const int U = t * P::TB * T::UPB + u;
+			const bool uok = ok && U < nunits;
+			const int Uc = uok ? U : 0;
+			const uint4 xa = ldg16((const u8*)xq + 32LL * Uc), xb = ldg16((const u8*)xq + 32LL * Uc + 16);
+			const int x[8] = {(int)xa.x, (int)xa.y, (int)xa.z, (int)xa.w, (int)xb.x, (int)xb.y, (int)xb.z, (int)xb.w};
+			const float xs = xd[Uc];
+			const int blk = u / T::UPB, ub = u % T::UPB;
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				const float s = T::dot8s((const u32*)(st + r * P::N16), off[r] + blk * T::BYTES, ub, x, xs);
+				acc[r] += uok ? s : 0.f;
+			}
+		}
+		if (i == tpw - 1) { // the row group is done: sum its warps' shares
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				const float s = warp_sum(acc[r]);
+				if (lane == 0) part[p][warp][r] = s;
+				acc[r] = 0.f;
+			}
+			__syncthreads();
+			if ((int)threadIdx.x < wr * R) {
+				const int a2 = threadIdx.x / R, r = threadIdx.x % R;
+				const int row = (step * wr + a2) * R + r;
+				float s = 0.f;
+				for (int c = 0; c < wc; c++) s += part[p][a2 * wc + c][r];
+				if (row < rows) y[row] = s;
+			}
+			p ^= 1;
+		}
+		step = nstep;
+		i = ni;
+	}
+}
+
+#define FP_MATVEC8S(name, T, R)                                                                        \
+	FP_KERNEL void __launch_bounds__(MV8_THREADS) matvec8s_##name##_r##R(                              \
+	    const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows, int cols,   \
+	    long long rowBytes, int wc) {                                                                  \
+		matvec8s<T, R>(w, xq, y, rows, cols, rowBytes, wc);                                            \
+	}
+#define FP_Q8STAGED(name, T) FP_MATVEC8S(name, T, 1) FP_MATVEC8S(name, T, 2) FP_MATVEC8S(name, T, 4)
+FP_Q8STAGED(q4_0, TQ4_0)
+FP_Q8STAGED(q8_0, TQ8_0)
+FP_Q8STAGED(q4_k, TQ4_K)
+FP_Q8STAGED(q6_k, TQ6_K)

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The actor pipeline on a GPU: end-to-end checks and the issue's numbers,
+# run on the device machine in one call.
+#
+# Build here first (the device needs no Go toolchain):
+#   CGO_ENABLED=0 go test -c -o .devcarry/gpupipe/tests.test ./tests
+#   CGO_ENABLED=0 go build -o .devcarry/gpupipe/pipeline ./cmd/pipeline
+# then run with .devcarry/gpupipe carried (DIR= elsewhere):
+#   scripts/device/gpu-pipeline.sh                 # everything
+#   STEPS="test decode" scripts/device/gpu-pipeline.sh
+#
+# Steps:
+#   test     tests/pipeline_gpu_test.go: golden tokens, lazy == eager, concurrency
+#   decode   pipeline bench --json, actors and --eager: decode at batch 1 and
+#            prompt processing at 512 tokens on 1B-shaped Q8_0/F16/Q4_0 and an
+#            8B-shaped Q4_K model generated here (gen-model), and the bundled model
+#   cold     process start to first token with the file dropped from the page
+#            cache (run --cold), lazy vs --eager, and the file's cold read time
+#   conc     aggregate decode tok/s at 1, 8, 32, 64 concurrent prompts
+# Full logs and JSON go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu-pipeline}
+mkdir -p "$OUT"
+STEPS=${STEPS:-test decode cold conc}
+TYPES=${TYPES:-q8_0 f16 q4_0}
+BIG=${BIG:-8b-q4_k}
+DIR=${DIR:-.devcarry/gpupipe}
+PIPE=$DIR/pipeline
+export FORGEPIPE_KERNEL_CACHE=${FORGEPIPE_KERNEL_CACHE:-/tmp/forgepipe-kernel-cache}
+rc=0
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.memory --format=csv,noheader || true
+
+gen() { # preset type -> path
+  local f=/tmp/$1-$2.gguf
+  [[ -f $f ]] || "$PIPE" gen-model --preset "$1" --type "$2" --vocab-from models/forgepipe-tiny.f16.gguf --out "$f" >"$OUT/gen-$1-$2.log" 2>&1 || echo "gen-model $1 $2 FAILED" >&2
+  echo "$f"
+}
+# summary of one bench --json: tok/s and GB/s of the last rep (the first warms up)
+summ() {
+  python3 -c '
+import json,sys
+r=json.load(open(sys.argv[1])); x=r["reps"][-1]
+print("%-22s %-7s prompt %5d: %9.0f tok/s | decode %7.1f tok/s %7.0f GB/s | c=%-2d aggregate %8.1f tok/s | ttft %.1f ms | %s" % (
+  sys.argv[2], r["mode"], r["prompt_tokens"], x["prompt_tok_s"], x["decode_tok_s"], x.get("decode_gb_s",0),
+  r["concurrency"], x["aggregate_tok_s"], x["ttft_ms"], r["device"]))' "$1" "$2"
+}
+bench() { # name model args...
+  local name=$1 m=$2; shift 2
+  "$PIPE" bench --model "$m" --backend "${BACKEND:-cuda}" --json "$@" >"$OUT/$name.json" 2>"$OUT/$name.log" &&
+    summ "$OUT/$name.json" "$name" || { echo "$name FAILED"; tail -5 "$OUT/$name.log"; rc=1; }
+}
+
+if has decode || has cold || has conc; then
+  (for t in $TYPES; do gen 1b "$t" >/dev/null; done; [[ -n $BIG ]] && gen "${BIG%-*}" "${BIG#*-}" >/dev/null) &
+  gen_pid=$!
+fi
+
+if has test; then
+  "$DIR/tests.test" -test.v -test.count=1 -test.run "${RUN:-GPU}" >"$OUT/test.log" 2>&1
+  t=$?
+  [[ $t -ne 0 ]] && rc=1
+  grep -E '^\s*(--- FAIL|--- PASS|ok|FAIL|PASS)|error|no GPU|panic|uploads' "$OUT/test.log" | head -60
+  echo "tests rc=$t"
+fi
+
+[[ -n ${gen_pid:-} ]] && wait "$gen_pid"
+
+if has decode; then
+  bench bundled-actors models/forgepipe-tiny.f16.gguf --prompt-tokens 128 --gen-tokens 256 --reps 3
+  bench bundled-eager models/forgepipe-tiny.f16.gguf --prompt-tokens 128 --gen-tokens 256 --reps 3 --eager
+  for m in $(for t in $TYPES; do echo "1b-$t"; done) $BIG; do
+    f=/tmp/$m.gguf
+    [[ -f $f ]] || continue
+    bench "$m-actors" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 --max-batch 512
+    bench "$m-eager" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 --eager
+  done
+fi
+
+if has cold; then
+  for m in 1b-q8_0 $BIG; do
+    f=/tmp/$m.gguf
+    [[ -f $f ]] || continue
+    python3 - "$f" <<'EOF' >>"$OUT/cold.txt" 2>&1
+import os, sys, time
+f = sys.argv[1]
+fd = os.open(f, os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+t = time.time(); n = 0
+while True:
+    b = os.read(fd, 16 << 20)
+    if not b: break
+    n += len(b)
+dt = time.time() - t
+print("%s: cold read %.0f MB in %.3f s = %.2f GB/s" % (os.path.basename(f), n / 1e6, dt, n / dt / 1e9))
+EOF
+    tail -1 "$OUT/cold.txt"
+    for mode in lazy eager warm-lazy warm-eager; do
+      args=(--max-tokens 1 --json --backend "${BACKEND:-cuda}" --temperature 0 --prompt "Once upon a time")
+      [[ $mode == *eager ]] && args+=(--eager)
+      [[ $mode != warm-* ]] && args+=(--cold)
+      s=$(date +%s%N)
+      "$PIPE" run --model "$f" "${args[@]}" >"$OUT/cold-$m-$mode.json" 2>"$OUT/cold-$m-$mode.log" || { echo "cold $m $mode FAILED"; tail -3 "$OUT/cold-$m-$mode.log"; rc=1; }
+      e=$(date +%s%N)
+      echo "$m $mode: process start to exit after the first token $(( (e - s) / 1000000 )) ms; $(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["timings"]; print("load/plan %.0f ms, ttft %.0f ms" % (t["load_ms"], t["ttft_ms"]))' "$OUT/cold-$m-$mode.json" 2>/dev/null)"
+    done
+  done
+fi
+
+if has conc; then
+  f=/tmp/1b-q8_0.gguf
+  for c in 1 8 32 64; do
+    bench "conc-$c" "$f" --prompt-tokens 32 --gen-tokens 128 --reps 2 --concurrency "$c" --max-batch 512
+  done
+fi
+exit $rc
