@@ -123,6 +123,12 @@ func Open(path string, opts ...Option) (*Pipeline, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// Start the disk on the first weights while the device initialises
+	// (a GPU driver takes a few hundred milliseconds).
+	loader.Advise(f, loader.Globals)
+	for l := 0; l <= min(o.prefetch, p.cfg.Layers-1); l++ {
+		loader.Advise(f, l)
+	}
 	if p.dev, p.gpu, err = openDevice(o.backend, p.cfg, p.ctxSize, o.maxBatch, o.log); err != nil {
 		f.Close()
 		return nil, err

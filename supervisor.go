@@ -9,6 +9,7 @@ import (
 	"github.com/forgepipe/forgepipe/actors/loader"
 	"github.com/forgepipe/forgepipe/actors/sampler"
 	"github.com/forgepipe/forgepipe/actors/uploader"
+	"github.com/forgepipe/forgepipe/model/gpustep"
 	"github.com/forgepipe/forgepipe/trace"
 )
 
@@ -37,6 +38,18 @@ func (s *supervisorActor) Receive(ctx actor.Context) {
 			}
 		}
 		samplerTrace := tr.Track("sampler", "sampler")
+		if tr != nil && p.gpu != nil {
+			// Layer actors only enqueue on a GPU: their spans are the host's
+			// part; the device's run of each step goes on its own track.
+			gpuTrack := tr.Track("gpu", "compute stream")
+			err := p.gpu.TimeSteps(gpuTrack.Now, func(sp gpustep.StepSpan) {
+				gpuTrack.Add(fmt.Sprintf("layer %d", sp.Layer), "compute", sp.Start, sp.End-sp.Start,
+					trace.Args{trace.Int("layer", sp.Layer), trace.Int("rows", sp.Rows)})
+			})
+			if err != nil {
+				o.log.Warn().Err(err).Msg("no device timeline of the layer steps")
+			}
+		}
 		p.loaderPID = ctx.SpawnPrefix(loader.Props(p.file, &p.loaderStats), "forgepipe-loader-")
 		p.uploaderPID = ctx.SpawnPrefix(uploader.Props(uploader.Config{
 			Header: p.file.Header, Model: p.cfg, Loader: p.loaderPID, Device: p.dev,

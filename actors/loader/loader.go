@@ -117,35 +117,59 @@ func (a *loaderActor) views(m *TensorRequest) *TensorViews {
 // (MADV_WILLNEED starts the reads without blocking); where that is not
 // possible, a goroutine touches one byte per page.
 func (a *loaderActor) readAhead(layer int) {
-	ts := LayerTensors(a.file.Header, layer)
-	if len(ts) == 0 {
+	region, advised := advise(a.file, layer)
+	if region == nil {
 		return
 	}
 	a.stats.ReadAheads.Add(1)
-	lo, hi := ^uint64(0), uint64(0)
-	for _, t := range ts {
-		lo = min(lo, a.file.DataOffset+t.Offset)
-		hi = max(hi, a.file.DataOffset+t.Offset+t.Size)
-	}
-	data := a.file.Bytes()
-	if hi > uint64(len(data)) || lo >= hi {
+	if advised {
 		return
 	}
-	page := uint64(unix.Getpagesize())
-	lo = lo / page * page
-	if unix.Madvise(data[lo:hi], unix.MADV_WILLNEED) == nil {
-		return
-	}
-	region := data[lo:hi]
 	a.touching.Add(1)
 	go func() {
 		defer a.touching.Done()
-		var sink byte
-		for i := 0; i < len(region); i += int(page) {
-			sink ^= region[i]
-		}
-		touchSink.Store(uint32(sink))
+		touch(region)
 	}()
+}
+
+// Advise asks the kernel to start reading a layer's pages (Globals: the
+// weights outside the blocks) in the background, and reports whether it
+// could. Open calls it for the first layers before the device is
+// initialised, so the disk is busy while the GPU driver starts.
+func Advise(f *gguf.File, layer int) bool {
+	region, advised := advise(f, layer)
+	return region != nil && advised
+}
+
+// advise is Advise, returning the layer's page-aligned region (nil: none).
+func advise(f *gguf.File, layer int) ([]byte, bool) {
+	ts := LayerTensors(f.Header, layer)
+	if len(ts) == 0 {
+		return nil, false
+	}
+	lo, hi := ^uint64(0), uint64(0)
+	for _, t := range ts {
+		lo = min(lo, f.DataOffset+t.Offset)
+		hi = max(hi, f.DataOffset+t.Offset+t.Size)
+	}
+	data := f.Bytes()
+	if hi > uint64(len(data)) || lo >= hi {
+		return nil, false
+	}
+	page := uint64(unix.Getpagesize())
+	lo = lo / page * page
+	region := data[lo:hi]
+	return region, unix.Madvise(region, unix.MADV_WILLNEED) == nil
+}
+
+// touch reads one byte per page of region.
+func touch(region []byte) {
+	page := unix.Getpagesize()
+	var sink byte
+	for i := 0; i < len(region); i += page {
+		sink ^= region[i]
+	}
+	touchSink.Store(uint32(sink))
 }
 
 var touchSink atomic.Uint32 // keeps the page reads from being optimised away

@@ -36,7 +36,7 @@ import (
 var srcFS embed.FS
 
 // sourceFiles are the kernel sources, in the order they are concatenated.
-var sourceFiles = []string{"quant.cu", "ops.cu", "attention.cu", "fused.cu"}
+var sourceFiles = []string{"quant.cu", "matvec_rows.cu", "ops.cu", "attention.cu", "fused.cu"}
 
 // Source returns the module source the drivers compile: compat.h followed
 // by every .cu file, their `#include "compat.h"` lines removed (nvrtc and
@@ -91,12 +91,12 @@ type Kernels struct {
 	mvt mvTune                 // launch choices the benchmarks override
 }
 
-// mvTune holds matrix-vector launch choices that benchmarks override; the
-// zero value means the defaults.
+// mvTune holds matrix-vector launch choices that tests and benchmarks
+// override; the zero value means the defaults.
 type mvTune struct {
-	legacyQ8 bool // MatVecQ8 through matvec8 (weights read in place) instead of matvec8s
-	split    int  // warps of a matvec8s block sharing one row group (1, 2, 4); 0: by shape
-	gridCap  int  // most blocks per matvec launch (blocks then stride); 0: no cap
+	staged  bool // MatVecQ8 through matvec8s (weights staged in shared memory), not matvec8
+	split   int  // warps of a matvec8s block sharing one row group (1, 2, 4); 0: by shape
+	gridCap int  // most blocks per matvec or matvec8s launch (blocks then stride); 0: no cap
 }
 
 type mvKey struct {
@@ -144,6 +144,7 @@ func kernelNames() []string {
 	}
 	names = append(names, "quantize_act_q8")
 	names = append(names, rowsKernelNames()...)
+	names = append(names, matVecRowsKernelNames()...)
 	slices.Sort(names)
 	return names
 }
@@ -348,10 +349,10 @@ func (k *Kernels) MatVecQ8R(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, 
 	if !HasMatVecQ8(t) {
 		return fmt.Errorf("kernels/gpu: MatVecQ8: %w: %s weights (use MatVec)", hip.ErrNotSupported, t)
 	}
-	if xq%16 != 0 {
-		return badArg("MatVecQ8", "activations at %v are not 16-byte aligned", xq)
+	if xq%4 != 0 || k.mvt.staged && xq%16 != 0 {
+		return badArg("MatVecQ8", "activations at %v are not 4-byte aligned (16 for the staged kernels)", xq)
 	}
-	if k.mvt.legacyQ8 {
+	if !k.mvt.staged {
 		f, ok := k.mv[mvKey{"matvec8_" + g.suffix, rowsPerBlock}]
 		if !ok {
 			return badArg("MatVecQ8", "%d rows per block (want 1, 2 or 4)", rowsPerBlock)
@@ -696,7 +697,8 @@ func (k *Kernels) AttentionPrefill(s hip.Stream, out, q, kc, vc, scratch hip.Dev
 // address plus any multiple of KVBlockBytes is).
 
 // rowsMinSplit is the shortest context piece AttentionRows cuts: shorter
-// contexts use fewer pieces, the rest of them empty.
+// contexts use fewer pieces, the rest of them empty. (Decode of a 1B and an
+// 8B model at context 512–640 ran within ±3 % with 8, 16, 32 or 64.)
 const rowsMinSplit = 64
 
 // rowsMaxSplit is the most pieces AttentionRows takes (its merge kernel's
@@ -712,8 +714,8 @@ const rowsHeadsPerBlock = 4
 // without them (fewer partial results to write and merge).
 const rowsTargetBlocks = 4096
 
-// prefillKernel is a variant of AttentionRowsPrefill's kernel: its name, and
-// the rows and threads of one block.
+// prefillKernel is AttentionRowsPrefill's kernel for one head-size variant:
+// its name, and the rows and threads of one block.
 type prefillKernel struct {
 	name          string
 	rows, threads int
@@ -727,15 +729,6 @@ var (
 		128: {"attn_rows_prefill_f32_d128", 32, 256},
 		256: {"attn_rows_prefill_f32_d256", 16, 256},
 	}
-	// prefillVariants are other shapes of the head-size-64 kernel, timed by
-	// BenchmarkAttentionRows.
-	prefillVariants = map[string]prefillKernel{
-		"td4_r2_ks2": {"attn_rows_prefill_f32_d64_td4_r2_ks2", 64, 256},
-		"td8_r4_ks2": {"attn_rows_prefill_f32_d64_td8_r4_ks2", 64, 256},
-		"td4_r2_ks1": {"attn_rows_prefill_f32_d64_td4_r2_ks1", 64, 128},
-		"td8_r4_ks1": {"attn_rows_prefill_f32_d64_td8_r4_ks1", 64, 128},
-		"td4_r1_ks2": {"attn_rows_prefill_f32_d64_td4_r1_ks2", 32, 256},
-	}
 )
 
 // rowsKernelNames lists the kernels of the batched attention.
@@ -744,10 +737,6 @@ func rowsKernelNames() []string {
 	for _, d := range []int{64, 128, 256} {
 		names = append(names, rowsSplitKernels[d], rowsPrefillKernels[d].name)
 	}
-	for _, v := range prefillVariants {
-		names = append(names, v.name)
-	}
-	names = append(names, "attn_rows_split_f32_d64_pf")
 	return names
 }
 
@@ -833,13 +822,6 @@ func rowsShape(call string, out, q, meta hip.DevicePtr, n, layer, nHead, nKVHead
 // is faster and needs no scratch.
 func (k *Kernels) AttentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePtr,
 	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int) error {
-	return k.attentionRows(s, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, scale, nSplit, rowsMinSplit, rowsTargetBlocks)
-}
-
-// attentionRows is AttentionRows with the shortest piece and the blocks
-// aimed at chosen by the caller (for benchmarks).
-func (k *Kernels) attentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePtr,
-	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit, minSplit, target int) error {
 	d, err := rowsShape("AttentionRows", out, q, meta, n, layer, nHead, nKVHead, headDim)
 	if err != nil {
 		return err
@@ -849,11 +831,11 @@ func (k *Kernels) attentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePt
 	}
 	group := nHead / nKVHead
 	y := nKVHead * ((group + rowsHeadsPerBlock - 1) / rowsHeadsPerBlock)
-	nSplit = min(nSplit, (target+n*y-1)/(n*y))
+	nSplit = min(nSplit, (rowsTargetBlocks+n*y-1)/(n*y))
 	err = s.Launch(k.fn(rowsSplitKernels[d]), hip.Dim3{X: uint32(nSplit), Y: uint32(y), Z: uint32(n)},
 		hip.Dim1(128), 0, hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
-		hip.Int32(int32(minSplit)))
+		hip.Int32(rowsMinSplit))
 	if err != nil {
 		return err
 	}
@@ -866,20 +848,15 @@ func (k *Kernels) attentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePt
 // takes consecutive rows of one query head and streams their sequence's K
 // and V through shared memory once for all of them. Any metadata gives the
 // right answer, but it is fast only when runs of consecutive rows share a
-// sequence (a block takes 8 to 32 rows and serves each sequence among them
-// in turn); use AttentionRows for decode batches.
+// sequence (a block takes 16 to 64 rows and serves each sequence among
+// them in turn); use AttentionRows for decode batches.
 func (k *Kernels) AttentionRowsPrefill(s hip.Stream, out, q, meta hip.DevicePtr,
 	n, layer, nHead, nKVHead, headDim int, scale float32) error {
 	d, err := rowsShape("AttentionRowsPrefill", out, q, meta, n, layer, nHead, nKVHead, headDim)
 	if err != nil {
 		return err
 	}
-	return k.attentionRowsPrefill(s, rowsPrefillKernels[d], out, q, meta, n, layer, nHead, nKVHead, headDim, scale)
-}
-
-// attentionRowsPrefill launches the prefill kernel variant v.
-func (k *Kernels) attentionRowsPrefill(s hip.Stream, v prefillKernel, out, q, meta hip.DevicePtr,
-	n, layer, nHead, nKVHead, headDim int, scale float32) error {
+	v := rowsPrefillKernels[d]
 	return s.Launch(k.fn(v.name), hip.Dim2(blocks(n, v.rows), uint32(nHead)),
 		hip.Dim1(uint32(v.threads)), 0, hip.Ptr(out), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale))

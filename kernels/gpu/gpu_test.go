@@ -638,10 +638,10 @@ func (e *env) timeLaunches(n int, sleepCycles int64, launch func(i int)) (ms flo
 // one launch; if it exceeds the sleep's share, the figure is host-bound and
 // the benchmark says so. Variants: r1/r2/r4 rows per block; none: MatVec
 // (float32 activations); decoded: MatVec through the plain decoder
-// (FORGEPIPE_BENCH_ALL); q8act: MatVecQ8 (int8 activations, staged
-// weights); unstaged: MatVecQ8 reading the weights in place. With
-// FORGEPIPE_BENCH_TUNE also split<n> (warps per row group of q8act) and
-// grid<n> (blocks capped, striding).
+// (FORGEPIPE_BENCH_ALL); q8act: MatVecQ8 (int8 activations, weights read
+// in place); staged: MatVecQ8 with the weights staged in shared memory
+// (matvec8s). With FORGEPIPE_BENCH_TUNE also staged/split<n> (warps per
+// row group) and grid<n> (MatVec's blocks capped, striding).
 func BenchmarkMatVec(b *testing.B) {
 	e := newEnv(b, 10)
 	types := []gguf.Type{gguf.TypeF16, gguf.TypeQ8_0, gguf.TypeQ4_0, gguf.TypeQ4_K, gguf.TypeQ6_K, gguf.TypeBF16, gguf.TypeQ5_K, gguf.TypeQ2_K}
@@ -662,18 +662,15 @@ func BenchmarkMatVec(b *testing.B) {
 				vs = append(vs, variant{name: "decoded"})
 			}
 			if HasMatVecQ8(typ) {
-				vs = append(vs, variant{name: "q8act", q8: true}, variant{name: "unstaged", q8: true, tune: mvTune{legacyQ8: true}})
+				vs = append(vs, variant{name: "q8act", q8: true}, variant{name: "staged", q8: true, tune: mvTune{staged: true}})
 			}
 			if benchTune() {
-				for _, g := range []int{264, 528, 1056} {
+				for _, g := range []int{528, 1056} {
 					vs = append(vs, variant{name: fmt.Sprintf("grid%d", g), tune: mvTune{gridCap: g}})
-					if HasMatVecQ8(typ) {
-						vs = append(vs, variant{name: fmt.Sprintf("q8act/grid%d", g), q8: true, tune: mvTune{gridCap: g}})
-					}
 				}
 				if HasMatVecQ8(typ) {
 					for _, sp := range []int{1, 2, 4} {
-						vs = append(vs, variant{name: fmt.Sprintf("q8act/split%d", sp), q8: true, tune: mvTune{split: sp}})
+						vs = append(vs, variant{name: fmt.Sprintf("staged/split%d", sp), q8: true, tune: mvTune{staged: true, split: sp}})
 					}
 				}
 			}

@@ -15,24 +15,24 @@ import (
 // int8 kernels (matvec8s) with their tiles, splits and striding grids, the
 // real decode shapes, and the prompt path's dequantise + GEMM.
 
-// TestMatVecQ8Tiles checks the staged int8 products where their tiling can
-// go wrong: weights that start off a 16-byte granule (every row then starts
-// at another offset), rows of several tiles with a ragged last one, row
-// counts that are no multiple of the rows per block, row groups split over
-// 1, 2 or 4 warps, grids smaller than the matrix (blocks striding), and the
-// unstaged kernels kept for comparison. The bound is TestMatVecQ8's.
+// TestMatVecQ8Tiles checks the int8 products, in place (the default) and
+// staged (matvec8s), where tiling can go wrong: weights that start off a
+// 16-byte granule (every row then starts at another offset), rows of
+// several tiles with a ragged last one, row counts that are no multiple of
+// the rows per block, row groups split over 1, 2 or 4 warps, and grids
+// smaller than the matrix (blocks striding). The bound is TestMatVecQ8's.
 func TestMatVecQ8Tiles(t *testing.T) {
 	e := newEnv(t, 15)
 	tunes := []struct {
 		name string
 		tune mvTune
 	}{
-		{"default", mvTune{}},
-		{"split1-grid3", mvTune{split: 1, gridCap: 3}},
-		{"split2-grid2", mvTune{split: 2, gridCap: 2}},
-		{"split4", mvTune{split: 4}},
-		{"split4-grid1", mvTune{split: 4, gridCap: 1}},
-		{"unstaged", mvTune{legacyQ8: true}},
+		{"inplace", mvTune{}},
+		{"staged", mvTune{staged: true}},
+		{"staged-split1-grid3", mvTune{staged: true, split: 1, gridCap: 3}},
+		{"staged-split2-grid2", mvTune{staged: true, split: 2, gridCap: 2}},
+		{"staged-split4", mvTune{staged: true, split: 4}},
+		{"staged-split4-grid1", mvTune{staged: true, split: 4, gridCap: 1}},
 	}
 	defer func() { e.k.mvt = mvTune{} }()
 	for _, typ := range Types() {
@@ -158,8 +158,12 @@ func TestMatVecQ8Split(t *testing.T) {
 func TestMatVecQ8BadArguments(t *testing.T) {
 	k := &Kernels{fns: map[string]hip.Function{}}
 	var s hip.Stream
+	if err := k.MatVecQ8(s, gguf.TypeQ8_0, 0, 2, 0, 4, 32); !errors.Is(err, hip.ErrInvalidValue) {
+		t.Errorf("MatVecQ8 with activations off 4 bytes: %v", err)
+	}
+	k.mvt.staged = true
 	if err := k.MatVecQ8(s, gguf.TypeQ8_0, 0, 4, 0, 4, 32); !errors.Is(err, hip.ErrInvalidValue) {
-		t.Errorf("MatVecQ8 with activations off 16 bytes: %v", err)
+		t.Errorf("staged MatVecQ8 with activations off 16 bytes: %v", err)
 	}
 	if err := k.MatVecQ8(s, gguf.TypeF16, 0, 0, 0, 4, 32); !errors.Is(err, hip.ErrNotSupported) {
 		t.Errorf("MatVecQ8 with F16 weights: %v", err)
@@ -237,7 +241,8 @@ var decodeShapes = []struct {
 
 // BenchmarkMatVecDecode times the default product of each fast weight type
 // (MatVec for F16 and BF16, MatVecQ8 for the quantised types, as the
-// model runs them) on the real decode shapes.
+// model runs them) on the real decode shapes; for the quantised types also
+// the staged kernels (variant staged).
 func BenchmarkMatVecDecode(b *testing.B) {
 	e := newEnv(b, 17)
 	for _, typ := range []gguf.Type{gguf.TypeF16, gguf.TypeBF16, gguf.TypeQ8_0, gguf.TypeQ6_K, gguf.TypeQ4_0, gguf.TypeQ4_K} {
@@ -248,15 +253,26 @@ func BenchmarkMatVecDecode(b *testing.B) {
 			y := e.alloc(int64(rows) * 4)
 			xq := e.alloc(ActQ8Bytes(cols))
 			e.check(e.k.QuantizeActQ8(e.s, x, xq, cols))
-			b.Run(fmt.Sprintf("%s/%s/%dx%d", typ, sh.name, rows, cols), func(b *testing.B) {
-				e.timeMatVec(b, m, func(w hip.DevicePtr) {
-					if HasMatVecQ8(typ) {
-						e.check(e.k.MatVecQ8(e.s, typ, w, xq, y, rows, cols))
-					} else {
-						e.check(e.k.MatVec(e.s, typ, w, x, y, rows, cols))
+			for _, staged := range []bool{false, true} {
+				name := fmt.Sprintf("%s/%s/%dx%d", typ, sh.name, rows, cols)
+				if staged {
+					if !HasMatVecQ8(typ) {
+						continue
 					}
+					name += "/staged"
+				}
+				b.Run(name, func(b *testing.B) {
+					e.k.mvt.staged = staged
+					defer func() { e.k.mvt = mvTune{} }()
+					e.timeMatVec(b, m, func(w hip.DevicePtr) {
+						if HasMatVecQ8(typ) {
+							e.check(e.k.MatVecQ8(e.s, typ, w, xq, y, rows, cols))
+						} else {
+							e.check(e.k.MatVec(e.s, typ, w, x, y, rows, cols))
+						}
+					})
 				})
-			})
+			}
 			e.freeBenchMatrix(m)
 		}
 	}

@@ -292,13 +292,6 @@ func TestAttentionRows(t *testing.T) {
 			out := e.poisoned(len(q))
 			e.check(e.k.AttentionRowsPrefill(e.s, out, qd, b.meta, b.n, c.layer, c.nHead, c.nKVHead, c.headDim, scale))
 			e.expect(fmt.Sprintf("attention/prefill/%s", c.name), e.download(out, len(q)), ref)
-			if c.headDim <= 64 {
-				for name, v := range prefillVariants {
-					out := e.poisoned(len(q))
-					e.check(e.k.attentionRowsPrefill(e.s, v, out, qd, b.meta, b.n, c.layer, c.nHead, c.nKVHead, c.headDim, scale))
-					e.expect(fmt.Sprintf("attention/prefill/%s/%s", c.name, name), e.download(out, len(q)), ref)
-				}
-			}
 		})
 	}
 }
@@ -325,192 +318,111 @@ func TestRopeRowMeta(t *testing.T) {
 	e.expect("rope/rowmeta", e.download(xd, len(x)), ref)
 }
 
-// benchRows sets up nSeq sequences of one layer whose caches (filled with
-// 1/64) hold cap positions, and metadata for rows at positions[r] of
-// sequence seq[r].
-func (e *env) benchRows(nSeq, cap, kvDim int, seq, positions []int) (meta hip.DevicePtr, bases []hip.DevicePtr) {
-	e.t.Helper()
-	size := KVBlockBytes(1, cap, kvDim)
-	pool := e.alloc(size * int64(nSeq))
-	e.check(e.s.MemsetD32Async(pool, math.Float32bits(1.0/64), size*int64(nSeq)/4))
-	for i := 0; i < nSeq; i++ {
-		bases = append(bases, pool.Add(size*int64(i)))
-	}
-	n := len(seq)
-	mb := make([]byte, RowMetaBytes(n))
-	for r := range seq {
-		PutRowMeta(mb, n, r, int32(positions[r]), int32(cap), bases[seq[r]])
-	}
-	return e.upload(mb), bases
-}
-
 // BenchmarkAttentionRows times the batched attention on Llama-3.2-1B's head
-// layout (32 query heads, 8 KV heads, 64 dims): a decode batch of 64 sequences at
-// context 1024, one row at context 2048, and a 512-row prompt (positions
-// 0..511 of one sequence). GB/s is the K and V bytes the rows attend to
-// over the device time; the decode caches together exceed the L2 cache,
-// the single row rotates over 32 sequences (256 MiB) for the same reason.
-// The single-sequence Attention is timed beside them as a baseline.
+// layout (32 query heads, 8 KV heads, 64 dims), with the pieces a model
+// served at 4096 positions takes (AttentionRowsSplits(32, 4096) = 64):
+//   - decode64_ctx1024: 64 rows of 64 sequences at position 1023 (their
+//     caches, 256 MiB together, exceed the L2 cache);
+//   - decode1_ctx2048: one row at position 2047, each launch on the next of
+//     32 sequences (256 MiB) for the same reason;
+//   - prefill512: 512 rows of one sequence at positions 0..511, by
+//     AttentionRows and by AttentionRowsPrefill.
+//
+// GB/s is the K and V bytes the rows attend to over the device time (not
+// given for the prompt, whose 2 MiB cache is read from L2 again and again);
+// GFLOP/s counts 4·headDim per head and attended position (q·k and p·v).
+// The single-sequence Attention on the same caches is timed beside them.
 func BenchmarkAttentionRows(b *testing.B) {
 	e := newEnv(b, 22)
 	const nHead, nKVHead, headDim = 32, 8, 64
 	const kvDim = nKVHead * headDim
 	scale := float32(1 / math.Sqrt(headDim))
-	nSplit := AttentionRowsSplits(nHead, 4096) // a model served at 4096 positions
-	report := func(b *testing.B, ms, hostUS float64, kvBytes, flops float64) {
-		per := ms / 1e3 / float64(b.N)
-		b.ReportMetric(per*1e6, "us/op")
-		if kvBytes > 0 {
-			b.ReportMetric(kvBytes/per/1e9, "GB/s")
-		}
-		b.ReportMetric(flops/per/1e9, "GFLOP/s")
-		b.ReportMetric(hostUS, "host-us/op")
+	nSplit := AttentionRowsSplits(nHead, 4096)
+	cases := []struct {
+		name      string
+		nSeq, cap int
+		seq, pos  []int // each row's sequence and position
+		rotate    bool  // one launch per sequence in turn (of the rows of sequence 0)
+		prompt    bool  // time AttentionRowsPrefill too; no GB/s (the cache is read from L2)
+		baseline  bool  // time Attention too (rows of sequence 0 only)
+	}{
+		{name: "decode64_ctx1024", nSeq: 64, cap: 1024},
+		{name: "decode1_ctx2048", nSeq: 32, cap: 2048, seq: []int{0}, pos: []int{2047}, rotate: true, baseline: true},
+		{name: "prefill512", nSeq: 1, cap: 512, prompt: true, baseline: true},
 	}
-	// flops is 4·headDim per head per attended position (q·k and p·v).
-	flops := func(positions []int) float64 {
-		var s float64
-		for _, p := range positions {
-			s += float64(p + 1)
-		}
-		return 4 * headDim * nHead * s
-	}
-
-	type shape struct {
-		name       string
-		nSeq, cap  int
-		rotate     bool // one launch per sequence in turn (rows of one sequence)
-		seq, pos   []int
-		tunings    [][2]int // minSplit, target blocks
-		prefill    bool
-		singleSeq  bool // time Attention on sequence 0 too
-		singlePos0 int
-		splitOnly  bool // time the first kernel of AttentionRows alone too
-	}
-	dec64 := shape{name: "decode64_ctx1024", nSeq: 64, cap: 1024,
-		tunings: [][2]int{{64, 1024}, {64, 2048}, {64, 4096}, {64, 8192}, {128, 4096}, {256, 1 << 20}}}
 	for i := 0; i < 64; i++ {
-		dec64.seq, dec64.pos = append(dec64.seq, i), append(dec64.pos, 1023)
+		cases[0].seq, cases[0].pos = append(cases[0].seq, i), append(cases[0].pos, 1023)
 	}
-	dec1 := shape{name: "decode1_ctx2048", nSeq: 32, cap: 2048, rotate: true, seq: []int{0}, pos: []int{2047},
-		tunings: [][2]int{{32, 4096}, {64, 4096}, {128, 4096}}, singleSeq: true, singlePos0: 2047}
-	dec1l2 := shape{name: "decode1_ctx2048_sameseq", nSeq: 1, cap: 2048, seq: []int{0}, pos: []int{2047},
-		tunings: [][2]int{{64, 4096}}, splitOnly: true}
-	pre := shape{name: "prefill512", nSeq: 1, cap: 512, tunings: [][2]int{{64, 4096}}, prefill: true, singleSeq: true}
 	for i := 0; i < 512; i++ {
-		pre.seq, pre.pos = append(pre.seq, 0), append(pre.pos, i)
+		cases[2].seq, cases[2].pos = append(cases[2].seq, 0), append(cases[2].pos, i)
 	}
 
-	for _, sh := range []shape{dec64, dec1, dec1l2, pre} {
-		n := len(sh.seq)
+	for _, c := range cases {
+		n := len(c.seq)
+		var kvBytes, attended float64
+		for _, p := range c.pos {
+			kvBytes += float64(p+1) * kvDim * 8
+			attended += float64(p + 1)
+		}
+		if c.prompt {
+			kvBytes = 0
+		}
+		flops := 4 * headDim * nHead * attended
+
+		// The caches, filled with 1/64, and the metadata: one per sequence
+		// when rotating.
+		size := KVBlockBytes(1, c.cap, kvDim)
+		pool := e.alloc(size * int64(c.nSeq))
+		e.check(e.s.MemsetD32Async(pool, math.Float32bits(1.0/64), size*int64(c.nSeq)/4))
+		var metas, bases []hip.DevicePtr
+		for i := 0; i < c.nSeq; i++ {
+			bases = append(bases, pool.Add(size*int64(i)))
+		}
+		for i := 0; i < c.nSeq; i++ {
+			mb := make([]byte, RowMetaBytes(n))
+			for r := range c.seq {
+				base := bases[c.seq[r]]
+				if c.rotate {
+					base = bases[i]
+				}
+				PutRowMeta(mb, n, r, int32(c.pos[r]), int32(c.cap), base)
+			}
+			metas = append(metas, e.upload(mb))
+			if !c.rotate {
+				break
+			}
+		}
 		q, out := e.uploadF32(e.randVec(n*nHead*headDim)), e.alloc(int64(n*nHead*headDim)*4)
 		scratch := e.alloc(AttentionRowsScratchBytes(n, nHead, headDim, nSplit))
-		metas := []hip.DevicePtr{}
-		var bases []hip.DevicePtr
-		if sh.rotate {
-			_, bases = e.benchRows(sh.nSeq, sh.cap, kvDim, sh.seq, sh.pos)
-			for i := 0; i < sh.nSeq; i++ {
-				mb := make([]byte, RowMetaBytes(n))
-				for r := range sh.seq {
-					PutRowMeta(mb, n, r, int32(sh.pos[r]), int32(sh.cap), bases[i])
-				}
-				metas = append(metas, e.upload(mb))
-			}
-		} else {
-			m, bs := e.benchRows(sh.nSeq, sh.cap, kvDim, sh.seq, sh.pos)
-			metas, bases = []hip.DevicePtr{m}, bs
-		}
-		var kvBytes float64
-		for _, p := range sh.pos {
-			kvBytes += float64(p+1) * kvDim * 8
-		}
-		if sh.prefill {
-			kvBytes = 0 // one sequence's cache, read from L2 many times
-		}
-		fl := flops(sh.pos)
-		for _, tu := range sh.tunings {
-			minSplit, target := tu[0], tu[1]
-			b.Run(fmt.Sprintf("%s/rows/splits%d_min%d_target%d", sh.name, nSplit, minSplit, target), func(b *testing.B) {
-				launch := func(i int) {
-					e.check(e.k.attentionRows(e.s, out, q, metas[i%len(metas)], scratch, n, 0, nHead, nKVHead, headDim, scale, nSplit, minSplit, target))
-				}
+
+		run := func(name string, kv float64, launch func(i int)) {
+			b.Run(c.name+"/"+name, func(b *testing.B) {
 				launch(0)
 				e.sync()
 				ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
-				report(b, ms, hostUS, kvBytes, fl)
+				per := ms / 1e3 / float64(b.N)
+				b.ReportMetric(per*1e6, "us/op")
+				if kv > 0 {
+					b.ReportMetric(kv/per/1e9, "GB/s")
+				}
+				b.ReportMetric(flops/per/1e9, "GFLOP/s")
+				b.ReportMetric(hostUS, "host-us/op")
 			})
 		}
-		if !sh.prefill {
-			b.Run(sh.name+"/rows_prefetch", func(b *testing.B) {
-				ns := min(nSplit, (4096+n*nKVHead-1)/(n*nKVHead))
-				launch := func(i int) {
-					e.check(e.s.Launch(e.k.fn("attn_rows_split_f32_d64_pf"), hip.Dim3{X: uint32(ns), Y: nKVHead, Z: uint32(n)},
-						hip.Dim1(128), 0, hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(metas[i%len(metas)]), hip.Int32(int32(n)), hip.Int32(0),
-						hip.Int32(nHead), hip.Int32(nKVHead), hip.Int32(headDim), hip.Float32(scale), hip.Int32(64)))
-					e.check(e.s.Launch(e.k.fn("attn_rows_combine_f32"), hip.Dim2(nHead, uint32(n)), hip.Dim1(128), 0,
-						hip.Ptr(out), hip.Ptr(scratch), hip.Int32(nHead), hip.Int32(headDim), hip.Int32(int32(ns))))
-				}
-				launch(0)
-				e.sync()
-				ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
-				report(b, ms, hostUS, kvBytes, fl)
+		run(fmt.Sprintf("AttentionRows_splits%d", nSplit), kvBytes, func(i int) {
+			e.check(e.k.AttentionRows(e.s, out, q, metas[i%len(metas)], scratch, n, 0, nHead, nKVHead, headDim, scale, nSplit))
+		})
+		if c.prompt {
+			run("AttentionRowsPrefill", kvBytes, func(i int) {
+				e.check(e.k.AttentionRowsPrefill(e.s, out, q, metas[i%len(metas)], n, 0, nHead, nKVHead, headDim, scale))
 			})
 		}
-		if sh.splitOnly {
-			for _, ns := range []int{8, 64} {
-				b.Run(fmt.Sprintf("%s/split_kernel_only/splits%d", sh.name, ns), func(b *testing.B) {
-					launch := func(i int) {
-						e.check(e.s.Launch(e.k.fn(rowsSplitKernels[64]), hip.Dim3{X: uint32(ns), Y: nKVHead, Z: uint32(n)},
-							hip.Dim1(128), 0, hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(metas[0]), hip.Int32(int32(n)), hip.Int32(0),
-							hip.Int32(nHead), hip.Int32(nKVHead), hip.Int32(headDim), hip.Float32(scale), hip.Int32(64)))
-					}
-					launch(0)
-					e.sync()
-					ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
-					report(b, ms, hostUS, kvBytes, fl)
-				})
-				b.Run(fmt.Sprintf("%s/combine_kernel_only/splits%d", sh.name, ns), func(b *testing.B) {
-					launch := func(i int) {
-						e.check(e.s.Launch(e.k.fn("attn_rows_combine_f32"), hip.Dim2(nHead, uint32(n)), hip.Dim1(128), 0,
-							hip.Ptr(out), hip.Ptr(scratch), hip.Int32(nHead), hip.Int32(headDim), hip.Int32(int32(ns))))
-					}
-					launch(0)
-					e.sync()
-					ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
-					report(b, ms, hostUS, 0, 0)
-				})
-			}
-		}
-		if sh.prefill {
-			variants := map[string]prefillKernel{"default": rowsPrefillKernels[headDim]}
-			for name, v := range prefillVariants {
-				variants[name] = v
-			}
-			for name, v := range variants {
-				b.Run(sh.name+"/prefill/"+name, func(b *testing.B) {
-					launch := func(i int) {
-						e.check(e.k.attentionRowsPrefill(e.s, v, out, q, metas[i%len(metas)], n, 0, nHead, nKVHead, headDim, scale))
-					}
-					launch(0)
-					e.sync()
-					ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
-					report(b, ms, hostUS, kvBytes, fl)
-				})
-			}
-		}
-		if sh.singleSeq {
-			// The single-sequence kernel on the same caches (capacity = context).
-			nQ, pos0 := n, sh.singlePos0
-			sc := e.alloc(AttentionScratchBytes(nQ, nHead, headDim, pos0+nQ))
-			b.Run(sh.name+"/single_seq_Attention", func(b *testing.B) {
-				launch := func(i int) {
-					kc := bases[i%len(bases)]
-					vc := kc.Add(int64(sh.cap) * kvDim * 4)
-					e.check(e.k.Attention(e.s, out, q, kc, vc, sc, nQ, pos0, nHead, nKVHead, headDim, scale))
-				}
-				launch(0)
-				e.sync()
-				ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
-				report(b, ms, hostUS, kvBytes, fl)
+		if c.baseline { // the rows are positions pos0.. of sequence 0 (capacity = context)
+			pos0 := c.pos[0]
+			sc := e.alloc(AttentionScratchBytes(n, nHead, headDim, pos0+n))
+			run("single_seq_Attention", kvBytes, func(i int) {
+				kc := bases[i%len(bases)]
+				e.check(e.k.Attention(e.s, out, q, kc, kc.Add(int64(c.cap)*kvDim*4), sc, n, pos0, nHead, nKVHead, headDim, scale))
 			})
 		}
 	}

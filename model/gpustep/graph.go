@@ -37,9 +37,9 @@ const maxGraphs = 4096
 
 // launchBlock enqueues a block step, through a graph when it repeats.
 // Called under mu.
-func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int) error {
-	if r.opts.NoGraphs || n > maxCaptureRows {
-		return r.enqueueBlock(b, in, out, meta, n)
+func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int, prefill bool) error {
+	if r.opts.NoGraphs || n > maxCaptureRows || prefill {
+		return r.enqueueBlock(b, in, out, meta, n, prefill)
 	}
 	c := &r.graphs
 	key := graphKey{b, in, out, meta, n}
@@ -55,7 +55,7 @@ func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int) erro
 		if len(c.seen) > maxGraphs {
 			c.seen = make(map[graphKey]int)
 		}
-		return r.enqueueBlock(b, in, out, meta, n)
+		return r.enqueueBlock(b, in, out, meta, n, false)
 	}
 	if len(c.graphs) >= maxGraphs {
 		c.clear()
@@ -64,7 +64,7 @@ func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int) erro
 	if err := r.stream.BeginCapture(); err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
-	err := r.enqueueBlock(b, in, out, meta, n)
+	err := r.enqueueBlock(b, in, out, meta, n, false)
 	g, endErr := r.stream.EndCapture()
 	if err != nil {
 		if g != nil {

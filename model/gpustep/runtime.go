@@ -71,6 +71,7 @@ type Runtime struct {
 
 	graphs graphCache
 	stats  Stats
+	timing *stepTiming // nil unless TimeSteps
 }
 
 // kvBlock is one sequence's KV cache for every layer.
@@ -166,6 +167,11 @@ func (r *Runtime) Close() error {
 		errs = append(errs, r.stream.Synchronize(context.Background()))
 	}
 	r.graphs.clear()
+	if r.timing != nil {
+		r.resolve()
+		r.timing.close()
+		r.timing = nil
+	}
 	if r.stage != nil {
 		errs = append(errs, r.stage.close())
 	}
@@ -264,6 +270,22 @@ type Segment struct {
 type Rows struct {
 	X, Meta hip.DevicePtr
 	N       int
+	// Chunked says that some sequence has a long run of rows in the batch
+	// (a prompt chunk): attention then takes the tiled prefill kernel.
+	Chunked bool
+}
+
+// chunkRows is the run of one sequence's rows from which a batch counts
+// as Chunked.
+const chunkRows = 16
+
+func chunked(segs []Segment) bool {
+	for _, s := range segs {
+		if s.N >= chunkRows {
+			return true
+		}
+	}
+	return false
 }
 
 // Release gives rows back once their last use is enqueued.
@@ -333,7 +355,7 @@ func (r *Runtime) Embed(g *Globals, ids []int32, segs []Segment) (Rows, error) {
 		r.pool.put(x)
 		return Rows{}, fmt.Errorf("gpustep: embed: %w", e)
 	}
-	return Rows{X: x, Meta: meta, N: n}, nil
+	return Rows{X: x, Meta: meta, N: n, Chunked: chunked(segs)}, nil
 }
 
 // Concat joins the rows of several messages into one batch, with new
@@ -376,7 +398,7 @@ func (r *Runtime) Concat(parts []Rows, segs []Segment) (Rows, error) {
 		r.pool.put(x)
 		return Rows{}, fmt.Errorf("gpustep: concat: %w", e)
 	}
-	return Rows{X: x, Meta: meta, N: n}, nil
+	return Rows{X: x, Meta: meta, N: n, Chunked: chunked(segs)}, nil
 }
 
 // ------------------------------------------------------------ block step
@@ -395,18 +417,19 @@ func (r *Runtime) Step(b *Block, in Rows) (Rows, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.Steps++
-	if err := r.launchBlock(b, in.X, out, in.Meta, in.N); err != nil {
+	err = r.around(b.Layer, in.N, func() error { return r.launchBlock(b, in.X, out, in.Meta, in.N, in.Chunked) })
+	if err != nil {
 		r.pool.put(out)
 		return Rows{}, fmt.Errorf("gpustep: layer %d: %w", b.Layer, err)
 	}
-	return Rows{X: out, Meta: in.Meta, N: in.N}, nil
+	return Rows{X: out, Meta: in.Meta, N: in.N, Chunked: in.Chunked}, nil
 }
 
 // enqueueBlock enqueues one block: out = in + attention(in), then
 // out += ffn(out). One row with 8-bit activations takes the fused kernels:
 // the norms quantise their output, the residual add is fused into the
 // second norm and SwiGLU quantises for the down projection. Called under mu.
-func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int) error {
+func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int, prefill bool) error {
 	c, k, s, sc := r.cfg, r.k, r.stream, &r.s
 	dim, qdim, kvdim, ffn := c.Dim, c.QDim(), c.KVDim(), c.FFN
 	q := sc.qkv
@@ -427,7 +450,11 @@ func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int) err
 		e.add(r.linear(n, sc.xn, dim, q8, out1{&b.Query, q}, out1{&b.Key, kk}, out1{&b.Value, v}))
 	}
 	e.add(k.RopeKVStore(s, &c.Rope, r.freqs, q, kk, v, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim))
-	e.add(k.AttentionRows(s, sc.att, q, meta, sc.attn, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale, r.nSplit))
+	if prefill {
+		e.add(k.AttentionRowsPrefill(s, sc.att, q, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale))
+	} else {
+		e.add(k.AttentionRows(s, sc.att, q, meta, sc.attn, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale, r.nSplit))
+	}
 	e.add(r.linear(n, sc.att, qdim, false, out1{&b.Output, sc.o}))
 	e.add(k.AddRMSNormQ8(s, out, in, sc.o, sc.xn, xq, b.FFNNorm, n, dim, c.RMSEps))
 	if n == 1 && b.gateUp != nil {
@@ -594,6 +621,11 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, full [][]float32) ([]i
 	}
 	if err := r.done.Synchronize(context.Background()); err != nil {
 		return nil, fmt.Errorf("gpustep: logits: %w", err)
+	}
+	if r.timing != nil {
+		r.mu.Lock()
+		r.resolve()
+		r.mu.Unlock()
 	}
 	hb := r.down.Bytes()
 	out := make([]int32, n)

@@ -10,13 +10,15 @@
 # It compiles every kernel source with nvcc for sm_90 (ptxas register and
 # spill report kept), runs every GPU test against its host reference through
 # the cuda driver (nvrtc at run time), then times the decode matrix-vector
-# products (GB/s of weight bytes, hip events). Full logs go to $OUT.
+# products (GB/s of weight bytes, hip events) and the batched attention
+# (AttentionRows, AttentionRowsPrefill). Full logs go to $OUT. BIN names
+# another test binary (default .devcarry/gpu/kernels.test).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-kernels}
 mkdir -p "$OUT"
 STEPS=${STEPS:-nvcc test bench}
-BIN=.devcarry/gpu/kernels.test
+BIN=${BIN:-.devcarry/gpu/kernels.test}
 export FORGEPIPE_KERNEL_CACHE=${FORGEPIPE_KERNEL_CACHE:-/tmp/forgepipe-kernel-cache}
 rc=0
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.memory --format=csv,noheader || true
@@ -47,7 +49,7 @@ if [[ " $STEPS " == *" test "* ]]; then
 fi
 
 if [[ " $STEPS " == *" bench "* ]]; then
-  "$BIN" -test.run '^$' -test.bench "${BENCH:-BenchmarkMatVec|BenchmarkCopy|BenchmarkQuantizeAct|BenchmarkLaunch}" -test.benchtime "${BENCHTIME:-300x}" >"$OUT/bench.log" 2>&1 || rc=1
+  "$BIN" -test.run '^$' -test.bench "${BENCH:-BenchmarkMatVec|BenchmarkCopy|BenchmarkQuantizeAct|BenchmarkLaunch|BenchmarkAttentionRows}" -test.benchtime "${BENCHTIME:-300x}" >"$OUT/bench.log" 2>&1 || rc=1
   # name, then each metric but the host-side ns/op
   grep -E '^Benchmark|FAIL|panic|Error' "$OUT/bench.log" | grep -v '^Benchmark[A-Za-z]*-[0-9]*\s*$' |
     awk '/^Benchmark/ && NF > 4 {sub(/^Benchmark/, "", $1); line = sprintf("%-40s", $1); for (i = 5; i < NF; i += 2) line = line sprintf(" %9s %s", $i, $(i+1)); print line; next} {print}'

@@ -17,14 +17,18 @@
 #   cold     process start to first token with the file dropped from the page
 #            cache (run --cold), lazy vs --eager, and the file's cold read time
 #   conc     aggregate decode tok/s at 1, 8, 32, 64 concurrent prompts
+#   trace    bench --trace on the 1B Q8_0 model: the timeline's tracks (uploads
+#            on the copy stream, layer steps on the compute stream)
+#   direct   BenchmarkDecodeDirect (model/gpustep's steps without actors, needs
+#            $DIR/gpustep.test) against the pipeline's decode: the actors' cost
 # Full logs and JSON go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-pipeline}
 mkdir -p "$OUT"
-STEPS=${STEPS:-test decode cold conc}
+STEPS=${STEPS:-test decode cold conc trace direct}
 TYPES=${TYPES:-q8_0 f16 q4_0}
-BIG=${BIG:-8b-q4_k}
+BIG=${BIG-8b-q4_k}
 DIR=${DIR:-.devcarry/gpupipe}
 PIPE=$DIR/pipeline
 export FORGEPIPE_KERNEL_CACHE=${FORGEPIPE_KERNEL_CACHE:-/tmp/forgepipe-kernel-cache}
@@ -52,7 +56,7 @@ bench() { # name model args...
     summ "$OUT/$name.json" "$name" || { echo "$name FAILED"; tail -5 "$OUT/$name.log"; rc=1; }
 }
 
-if has decode || has cold || has conc; then
+if has decode || has cold || has conc || has trace || has direct; then
   (for t in $TYPES; do gen 1b "$t" >/dev/null; done; [[ -n $BIG ]] && gen "${BIG%-*}" "${BIG#*-}" >/dev/null) &
   gen_pid=$!
 fi
@@ -112,6 +116,21 @@ if has conc; then
   f=/tmp/1b-q8_0.gguf
   for c in 1 8 32 64; do
     bench "conc-$c" "$f" --prompt-tokens 32 --gen-tokens 128 --reps 2 --concurrency "$c" --max-batch 512
+  done
+fi
+if has trace; then
+  f=/tmp/1b-q8_0.gguf
+  "$PIPE" bench --model "$f" --backend "${BACKEND:-cuda}" --json --prompt-tokens 64 --gen-tokens 16 --reps 1 --concurrency 2 \
+    --prefetch 2 --trace "$OUT/trace.json" >"$OUT/trace-bench.json" 2>"$OUT/trace-bench.log" || { echo "trace FAILED"; rc=1; }
+  python3 scripts/device/trace-summary.py "$OUT/trace-bench.json" "$OUT/trace.json"
+fi
+
+if has direct; then
+  for m in 1b-q8_0; do
+    f=/tmp/$m.gguf
+    [[ -f $f && -x $DIR/gpustep.test ]] || continue
+    FORGEPIPE_BENCH_MODEL=$f "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 128x -test.count 3 2>&1 | grep -E "tok/s|FAIL|panic" | sed "s/^/$m /"
+    bench "$m-pipe" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 --max-batch 512
   done
 fi
 exit $rc

@@ -174,7 +174,7 @@ FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(
 // group keeps an online softmax per head; groups and warps are merged at the
 // end into one partial per head: m, l, acc[headDim] (m = -inf when empty),
 // at part[((r*nHead + h)*nSplit + s)*(headDim+2)].
-template <int D, bool PF>
+template <int D>
 FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
                                int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit) {
 	enum {
@@ -219,8 +219,8 @@ FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict
 		}
 	}
 
-	// load reads the K and V of the iteration at it (zeros past p1).
-	auto load = [&](int it, float4(&kr)[U][VPL], float4(&vr)[U][VPL]) {
+	for (int it = p0 + warp * PW * U; it < p1; it += ROWS_WARPS * PW * U) {
+		float4 kr[U][VPL], vr[U][VPL];
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			const int p = it + u * PW + sg;
@@ -231,21 +231,6 @@ FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict
 				kr[u][i] = ok ? *(const float4*)(kb + (long long)p * kvDim + d) : f4_zero();
 				vr[u][i] = ok ? *(const float4*)(vb + (long long)p * kvDim + d) : f4_zero();
 			}
-		}
-	};
-	const int step = ROWS_WARPS * PW * U;
-	float4 kn[U][VPL], vn[U][VPL]; // the next iteration's, when prefetching
-	if (PF) load(p0 + warp * PW * U, kn, vn);
-	for (int it = p0 + warp * PW * U; it < p1; it += step) {
-		float4 kr[U][VPL], vr[U][VPL];
-		if (PF) {
-#pragma unroll
-			for (int u = 0; u < U; u++)
-#pragma unroll
-				for (int i = 0; i < VPL; i++) kr[u][i] = kn[u][i], vr[u][i] = vn[u][i];
-			if (it + step < p1) load(it + step, kn, vn);
-		} else {
-			load(it, kr, vr);
 		}
 #pragma unroll
 		for (int g = 0; g < ROWS_GB; g++) {
@@ -318,16 +303,16 @@ FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict
 	}
 }
 
-#define FP_ATTN_ROWS_SPLIT(name, D, PF)                                                                        \
+#define FP_ATTN_ROWS_SPLIT(D)                                                                                  \
 	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
-	    name(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta, int n,       \
-	         int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit) {                      \
-		attn_rows_split<D, PF>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit);          \
+	    attn_rows_split_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                        \
+	                             const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,       \
+	                             int headDim, float scale, int minSplit) {                                     \
+		attn_rows_split<D>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit);             \
 	}
-FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d64, 64, false)
-FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d128, 128, false)
-FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d256, 256, false)
-FP_ATTN_ROWS_SPLIT(attn_rows_split_f32_d64_pf, 64, true) // tuning variant
+FP_ATTN_ROWS_SPLIT(64)
+FP_ATTN_ROWS_SPLIT(128)
+FP_ATTN_ROWS_SPLIT(256)
 
 // attn_rows_combine: grid (nHead, n), merges the pieces of attn_rows_split:
 // out = Σ e^(m_s-M) acc_s / Σ e^(m_s-M) l_s over the non-empty pieces;
@@ -586,9 +571,3 @@ FP_DEVICE void attn_rows_prefill(float* __restrict__ out, const float* __restric
 FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64, 64, 2, 1, 2, 16)
 FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d128, 128, 4, 1, 2, 16)
 FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d256, 256, 8, 1, 2, 8)
-// Variants timed by BenchmarkAttentionRows (tuning).
-FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td4_r2_ks2, 64, 4, 2, 2, 8)
-FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td8_r4_ks2, 64, 8, 4, 2, 8)
-FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td4_r2_ks1, 64, 4, 2, 1, 16)
-FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td8_r4_ks1, 64, 8, 4, 1, 16)
-FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64_td4_r1_ks2, 64, 4, 1, 2, 16)

@@ -894,7 +894,11 @@ FP_Q8ACT(q6_k, TQ6_K)
 // matvec8s: matvec8 for weights streamed through shared memory. Most GGUF
 // blocks are only 2-byte aligned (Q8_0's 34 bytes, Q4_0's 18, Q6_K's 210),
 // so reading them in place takes 2- or 4-byte loads scattered over many
-// cache lines, and the L1 becomes the bottleneck (kernels/gpu/NOTES.md).
+// cache lines, which was thought to bound matvec8 in the L1. Measured on an
+// H100 this kernel is no faster than matvec8 at 4096x4096 and 2048x8192
+// (one tile of prefetch per warp leaves it latency-bound; NOTES.md), so
+// MatVecQ8 runs it only when asked (tests, benchmarks); kernels/gpu/next
+// holds an untested cp.async version with deeper pipelining.
 // Here each warp copies a tile of its rows with coalesced 16-byte loads
 // (whole aligned 16-byte granules around the weights: never past a page)
 // into its own stage, then every lane takes whole 32-column units from

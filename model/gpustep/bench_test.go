@@ -1,0 +1,148 @@
+package gpustep_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/forgepipe/forgepipe/actors/loader"
+	"github.com/forgepipe/forgepipe/gguf"
+	"github.com/forgepipe/forgepipe/hip"
+	_ "github.com/forgepipe/forgepipe/hip/cuda" // the GPU drivers register themselves
+	_ "github.com/forgepipe/forgepipe/hip/rocm"
+	"github.com/forgepipe/forgepipe/internal/testutil"
+	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/model/gpustep"
+)
+
+// tensors is a model.Tensors over a mapped file.
+type tensors struct{ f *gguf.File }
+
+func (t tensors) Tensor(name string) (*gguf.TensorInfo, bool) { return t.f.Tensor(name) }
+func (t tensors) TensorData(ti *gguf.TensorInfo) []byte       { return t.f.TensorData(ti) }
+
+// BenchmarkDecodeDirect runs the GPU steps the actors enqueue (Embed, every
+// block's Step, Project) from one goroutine, with no actors in between:
+// the same kernels and graphs, so its tok/s against `pipeline bench`'s
+// decode tok/s on the same model is what the actor pipeline costs.
+// FORGEPIPE_BENCH_MODEL picks the model (default: the bundled one).
+func BenchmarkDecodeDirect(b *testing.B) {
+	var dev hip.Device
+	var why []string
+	for _, name := range []string{"cuda", "rocm"} {
+		quiet := zerolog.Nop()
+		d, err := hip.Open(name, hip.Options{Logger: &quiet})
+		if err == nil {
+			dev = d
+			break
+		}
+		why = append(why, err.Error())
+	}
+	if dev == nil {
+		b.Skipf("no GPU: %s", strings.Join(why, "; "))
+	}
+	defer dev.Close()
+	path := os.Getenv("FORGEPIPE_BENCH_MODEL")
+	if path == "" {
+		path = testutil.BundledModel(b)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	cfg, err := model.ConfigFromGGUF(f.Header)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const ctxSize = 1024
+	const prompt = 512 // decoding from position 512, as the pipeline benchmarks do
+	r, err := gpustep.New(dev, cfg, gpustep.Options{ContextSize: ctxSize, MaxBatch: prompt})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	// Upload every tensor, one allocation per tensor, synchronously.
+	ptrs := map[string]hip.DevicePtr{}
+	s := r.Stream()
+	for _, t := range f.Tensors {
+		p, err := dev.Malloc(int64(t.Size))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer dev.Free(p)
+		if err := s.MemcpyHtoDAsync(p, f.TensorData(t)); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Synchronize(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		ptrs[t.Name] = p
+	}
+	at := func(name string) (hip.DevicePtr, bool) { p, ok := ptrs[name]; return p, ok }
+	g, err := r.BindGlobals(tensors{f}, at)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var blocks []*gpustep.Block
+	for l := 0; l < cfg.Layers; l++ {
+		if len(loader.LayerTensors(f.Header, l)) == 0 {
+			b.Fatalf("no block %d", l)
+		}
+		bl, err := r.BindBlock(l, tensors{f}, at)
+		if err != nil {
+			b.Fatal(err)
+		}
+		blocks = append(blocks, bl)
+	}
+	const seq = 1
+	if err := r.AddSeq(seq, ctxSize); err != nil {
+		b.Fatal(err)
+	}
+	step := func(toks []int32, pos int) int32 {
+		x, err := r.Embed(g, toks, []gpustep.Segment{{Seq: seq, Pos: pos, N: len(toks)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, bl := range blocks {
+			y, err := r.Step(bl, x)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.Release(gpustep.Rows{X: x.X})
+			x = y
+		}
+		ids, err := r.Project(g, x, []int{len(toks) - 1}, [][]float32{nil})
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Release(x)
+		return ids[0]
+	}
+	ids := make([]int32, prompt)
+	for i := range ids {
+		ids[i] = int32(1 + i%100)
+	}
+	tok := step(ids, 0)
+	pos := prompt
+	for ; pos < prompt+8; pos++ { // warm up: graphs captured
+		tok = step([]int32{tok}, pos)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if pos >= ctxSize {
+			pos = prompt
+		}
+		tok = step([]int32{tok}, pos)
+		pos++
+	}
+	el := time.Since(start)
+	b.ReportMetric(float64(b.N)/el.Seconds(), "tok/s")
+	st := r.Stats()
+	b.ReportMetric(float64(st.GraphLaunches)/float64(max(1, st.Steps)), "graph-share")
+}
