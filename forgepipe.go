@@ -129,7 +129,12 @@ func Open(path string, opts ...Option) (*Pipeline, error) {
 	for l := 0; l <= min(o.prefetch, p.cfg.Layers-1); l++ {
 		loader.Advise(f, l)
 	}
-	if p.dev, p.gpu, err = openDevice(o.backend, p.cfg, p.ctxSize, o.maxBatch, o.log); err != nil {
+	if o.emulate {
+		p.dev, p.gpu, err = openEmulated(p.cfg, p.ctxSize, o.maxBatch, o.log)
+	} else {
+		p.dev, p.gpu, err = openDevice(o.backend, p.cfg, p.ctxSize, o.maxBatch, o.log)
+	}
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -206,6 +211,21 @@ func openDevice(name string, cfg *model.Config, ctxSize, maxBatch int, log zerol
 	log.Warn().Err(err).Msg("the GPU cannot run the model: using the host")
 	dev, err = hip.Open("host", hip.Options{Logger: &log})
 	return dev, nil, err
+}
+
+// openEmulated opens the host device with the GPU runtime on emulated
+// kernels (WithEmulatedGPU).
+func openEmulated(cfg *model.Config, ctxSize, maxBatch int, log zerolog.Logger) (hip.Device, *gpustep.Runtime, error) {
+	dev, err := hip.Open("host", hip.Options{Logger: &log})
+	if err != nil {
+		return nil, nil, err
+	}
+	rt, err := gpustep.New(dev, cfg, gpustep.Options{ContextSize: ctxSize, MaxBatch: maxBatch, Emulate: true})
+	if err != nil {
+		dev.Close()
+		return nil, nil, fmt.Errorf("emulated GPU: %w", err)
+	}
+	return dev, rt, nil
 }
 
 // Config is the model's configuration, as read from the header (the

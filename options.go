@@ -23,6 +23,7 @@ type options struct {
 	fault       func(layer int, seq SeqID) // tests only
 	dispatcher  actor.Dispatcher
 	trace       *trace.Recorder
+	emulate     bool
 }
 
 func defaultOptions() options {
@@ -85,3 +86,9 @@ func WithInlineLayers() Option {
 // package trace). Write it with r.WriteJSON after Close, when every copy
 // has been timed. Without it (the default) nothing is recorded.
 func WithTrace(r *trace.Recorder) Option { return func(o *options) { o.trace = r } }
+
+// WithEmulatedGPU runs the GPU backend's code path — device rows, the
+// uploader's GPU binding, model/gpustep's steps and graphs — on the host
+// driver, with Go emulations of the GPU kernels: slow, for testing that
+// path where there is no GPU. It overrides WithBackend.
+func WithEmulatedGPU() Option { return func(o *options) { o.emulate = true } }

@@ -1,8 +1,13 @@
 package tests
 
 // The actor pipeline on a GPU: layers, uploader and sampler computing
-// through model/gpustep. Every test skips where no GPU driver finds a
-// device (CI); scripts/device/gpu-pipeline.sh runs them on the H100.
+// through model/gpustep. Each test runs twice: on a real GPU (skipped where
+// no driver finds one; scripts/device/gpu-pipeline.sh runs them on the
+// H100) and on the host driver's emulation of the GPU kernels
+// (forgepipe.WithEmulatedGPU), which runs everywhere, CI included: the same
+// Go code path — device rows and metadata, the uploader's GPU binding,
+// batching, graphs, the sampler's device argmax — with smaller workloads,
+// since the emulated kernels are slow.
 
 import (
 	"context"
@@ -33,28 +38,42 @@ var gpuProbe struct {
 	why     string
 }
 
-// gpuBackend names a GPU driver that finds a device, or skips the test.
-func gpuBackend(t *testing.T) string {
-	t.Helper()
-	gpuProbe.once.Do(func() {
-		var why []string
-		for _, name := range []string{"cuda", "rocm"} {
-			quiet := zerolog.Nop()
-			dev, err := hip.Open(name, hip.Options{Logger: &quiet})
-			if err != nil {
-				why = append(why, err.Error())
-				continue
-			}
-			dev.Close()
-			gpuProbe.backend = name
-			return
+// probeGPU finds a GPU driver with a device.
+func probeGPU() {
+	var why []string
+	for _, name := range []string{"cuda", "rocm"} {
+		quiet := zerolog.Nop()
+		dev, err := hip.Open(name, hip.Options{Logger: &quiet})
+		if err != nil {
+			why = append(why, err.Error())
+			continue
 		}
-		gpuProbe.why = strings.Join(why, "; ")
-	})
-	if gpuProbe.backend == "" {
-		t.Skipf("no GPU: %s", gpuProbe.why)
+		dev.Close()
+		gpuProbe.backend = name
+		return
 	}
-	return gpuProbe.backend
+	gpuProbe.why = strings.Join(why, "; ")
+}
+
+// gpuMode is where a test runs the GPU path.
+type gpuMode struct {
+	name    string
+	opts    []forgepipe.Option // for forgepipe.Open
+	backend string             // for hip.Open: the eager reference's device
+	scale   int                // divides the test's workload (emulation is slow)
+}
+
+// gpuModes lists the emulated mode and, where a GPU driver finds a device,
+// the real one (a skipped subtest otherwise, saying why).
+func gpuModes(t *testing.T) []gpuMode {
+	modes := []gpuMode{{name: "emulated", opts: []forgepipe.Option{forgepipe.WithEmulatedGPU()}, backend: "host", scale: 4}}
+	gpuProbe.once.Do(probeGPU)
+	if gpuProbe.backend != "" {
+		modes = append(modes, gpuMode{name: gpuProbe.backend, opts: []forgepipe.Option{forgepipe.WithBackend(gpuProbe.backend)}, backend: gpuProbe.backend, scale: 1})
+	} else {
+		t.Run("gpu", func(t *testing.T) { t.Skipf("no GPU: %s", gpuProbe.why) })
+	}
+	return modes
 }
 
 // gpuEager is the GPU's sequential forward (model/gpufwd) over a model.
@@ -128,7 +147,12 @@ func relErr(a, b []float32) float64 {
 // actor pipeline on the GPU are llama.cpp's (models/golden.json), and the
 // first step's top logits match.
 func TestGPUPipelineGolden(t *testing.T) {
-	backend := gpuBackend(t)
+	for _, mode := range gpuModes(t) {
+		t.Run(mode.name, func(t *testing.T) { gpuGolden(t, mode) })
+	}
+}
+
+func gpuGolden(t *testing.T, mode gpuMode) {
 	for _, tc := range []struct {
 		name string
 		opts []forgepipe.Option
@@ -138,15 +162,20 @@ func TestGPUPipelineGolden(t *testing.T) {
 		{"budget", []forgepipe.Option{forgepipe.WithWeightBudget(3 << 20), forgepipe.WithPrefetch(1)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := forgepipe.Open(testutil.BundledModel(t), append(tc.opts, forgepipe.WithBackend(backend))...)
+			p, err := forgepipe.Open(testutil.BundledModel(t), append(tc.opts, mode.opts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			for _, g := range testutil.Golden(t) {
-				tokens, logits := plLazyRun(t, p, g.PromptIDs, len(g.GeneratedIDs))
-				if !plSlicesEqual(tokens, g.GeneratedIDs) {
-					t.Fatalf("%q:\n got %v\nwant %v", g.Prompt, tokens, g.GeneratedIDs)
+			golden := testutil.Golden(t)
+			for i, g := range golden {
+				if i%mode.scale != 0 {
+					continue
+				}
+				want := g.GeneratedIDs[:len(g.GeneratedIDs)/mode.scale]
+				tokens, logits := plLazyRun(t, p, g.PromptIDs, len(want))
+				if !plSlicesEqual(tokens, want) {
+					t.Fatalf("%q:\n got %v\nwant %v", g.Prompt, tokens, want)
 				}
 				first := logits[0]
 				for _, top := range g.Top5First {
@@ -188,7 +217,12 @@ func gpuSynth(t *testing.T, arch string, typ gguf.Type) string {
 // (the two use different attention kernels; with 8-bit activations both
 // quantise the same way).
 func TestGPUPipelineLazyMatchesEager(t *testing.T) {
-	backend := gpuBackend(t)
+	for _, mode := range gpuModes(t) {
+		t.Run(mode.name, func(t *testing.T) { gpuLazyMatchesEager(t, mode) })
+	}
+}
+
+func gpuLazyMatchesEager(t *testing.T, mode gpuMode) {
 	for _, tc := range []struct {
 		name, path string
 		int8       bool
@@ -205,8 +239,8 @@ func TestGPUPipelineLazyMatchesEager(t *testing.T) {
 		{"llama-q6_k", gpuSynth(t, "llama", gguf.TypeQ6_K), true, 2e-2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := openGPUEager(t, backend, tc.path, tc.int8)
-			p, err := forgepipe.Open(tc.path, forgepipe.WithBackend(backend))
+			e := openGPUEager(t, mode.backend, tc.path, tc.int8)
+			p, err := forgepipe.Open(tc.path, mode.opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,8 +248,8 @@ func TestGPUPipelineLazyMatchesEager(t *testing.T) {
 			worst := 0.0
 			for _, prompt := range []string{"Once upon a time", "The little dog ran to the park and saw", "Hi"} {
 				ids := e.m.Tokenizer.Encode(prompt, true, true)
-				wantTok, wantLog := e.run(t, ids, 24)
-				gotTok, gotLog := plLazyRun(t, p, ids, 24)
+				wantTok, wantLog := e.run(t, ids, 24/mode.scale)
+				gotTok, gotLog := plLazyRun(t, p, ids, 24/mode.scale)
 				worst = math.Max(worst, sameWithinTol(t, prompt, gotTok, wantTok, gotLog, wantLog, tc.tol))
 			}
 			t.Logf("%s: worst relative logit error vs eager %.3g (tolerance %.0e)", tc.name, worst, tc.tol)
@@ -231,8 +265,23 @@ func TestGPUPipelineLazyMatchesEager(t *testing.T) {
 // part where the two best logits were closer than that tolerance. Half the
 // sequences sample on the host from logits copied back.
 func TestGPUPipelineConcurrentMatchesSolo(t *testing.T) {
-	backend := gpuBackend(t)
-	p, err := forgepipe.Open(testutil.BundledModel(t), forgepipe.WithBackend(backend), forgepipe.WithMaxSequences(16))
+	for _, mode := range gpuModes(t) {
+		t.Run(mode.name, func(t *testing.T) { gpuConcurrent(t, mode) })
+	}
+}
+
+func gpuConcurrent(t *testing.T, mode gpuMode) {
+	for _, tc := range []struct{ name, path string }{
+		{"bundled-f16", testutil.BundledModel(t)},           // batches through GEMMs
+		{"llama-q8_0", gpuSynth(t, "llama", gguf.TypeQ8_0)}, // up to 8 rows: MatVecQ8Rows
+		{"qwen2-q4_k", gpuSynth(t, "qwen2", gguf.TypeQ4_K)}, // with biases
+	} {
+		t.Run(tc.name, func(t *testing.T) { concurrentMatchesSolo(t, mode, tc.path) })
+	}
+}
+
+func concurrentMatchesSolo(t *testing.T, mode gpuMode, path string) {
+	p, err := forgepipe.Open(path, append(mode.opts, forgepipe.WithMaxSequences(16))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +289,7 @@ func TestGPUPipelineConcurrentMatchesSolo(t *testing.T) {
 	prompts := []string{"Once upon a time", "The little dog", "Lily and Ben went to the", "Hi", "One day, a big red ball",
 		"The sun was", "Tom had a toy car that he loved very much. One day", "Mom said"}
 	req := func(i int) forgepipe.Request {
-		r := forgepipe.Request{Prompt: prompts[i%len(prompts)], MaxTokens: 20, Logits: true}
+		r := forgepipe.Request{Prompt: prompts[i%len(prompts)], MaxTokens: 20 / mode.scale, Logits: true}
 		if i%2 == 1 {
 			r.Sampling = sample.Params{Temperature: 0.8, TopK: 40, TopP: 0.95, Seed: uint64(i)}
 		}
@@ -311,6 +360,12 @@ func TestGPUPipelineConcurrentMatchesSolo(t *testing.T) {
 	}
 	if multi == 0 {
 		t.Errorf("16 concurrent sequences never shared a step")
+	}
+	st := p.Stats().GPU
+	if st == nil || st.GraphLaunches == 0 || st.GraphCaptures == 0 {
+		t.Errorf("GPU stats %+v: decode steps were never captured and relaunched as graphs", st)
+	} else {
+		t.Logf("%d steps, %d through graphs (%d captured)", st.Steps, st.GraphLaunches, st.GraphCaptures)
 	}
 }
 

@@ -155,6 +155,23 @@ func Load(dev hip.Device) (*Kernels, error) {
 	if dev.Driver() == "host" {
 		return nil, ErrHost
 	}
+	return load(dev)
+}
+
+// LoadEmulated loads, on the host driver, Go emulations of every GPU kernel
+// (registered with hip.RegisterHostKernel by this package, emulate_*.go):
+// slow, but they let the code that drives the GPU kernels (model/gpustep,
+// the actors' GPU path) run and be tested where there is no GPU. Their
+// results match the GPU kernels within the tolerances of TOLERANCES.md, not
+// bit for bit.
+func LoadEmulated(dev hip.Device) (*Kernels, error) {
+	if dev.Driver() != "host" {
+		return nil, fmt.Errorf("kernels/gpu: LoadEmulated on the %s driver: %w", dev.Driver(), hip.ErrNotSupported)
+	}
+	return load(dev)
+}
+
+func load(dev hip.Device) (*Kernels, error) {
 	mod, err := dev.LoadModule(hip.ModuleSpec{Name: "forgepipe-kernels", Source: Source()})
 	if err != nil {
 		return nil, fmt.Errorf("kernels/gpu: load: %w", err)

@@ -72,6 +72,29 @@ type env struct {
 
 func newEnv(t testing.TB, seed uint64) *env {
 	dev, k := gpuDevice(t)
+	return envOn(t, dev, k, seed)
+}
+
+// emulatedEnv is an env on the host driver running LoadEmulated's Go
+// emulations of the kernels (emulate_*.go), where there is no GPU too.
+func emulatedEnv(t testing.TB, seed uint64) *env {
+	t.Helper()
+	quiet := zerolog.Nop()
+	dev, err := hip.Open("host", hip.Options{HostMemory: 1 << 30, Logger: &quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dev.Close() })
+	k, err := LoadEmulated(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	return envOn(t, dev, k, seed)
+}
+
+// envOn is an env on dev with its kernels k and a new stream.
+func envOn(t testing.TB, dev hip.Device, k *Kernels, seed uint64) *env {
 	s, err := dev.StreamCreate()
 	if err != nil {
 		t.Fatal(err)

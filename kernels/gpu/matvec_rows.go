@@ -56,10 +56,14 @@ func mvRowsThreads(cols int) int {
 	return min(128, max(64, (cols/32+63)/64*64))
 }
 
-// DefaultRowsPerBlockQ8Rows is MatVecQ8Rows's weight rows per block for
-// type t and n activation rows: the fastest on an H100 (NOTES.md).
-func DefaultRowsPerBlockQ8Rows(t gguf.Type, n int) int {
-	return 2
+// mvRowsPerBlock is MatVecQ8Rows's weight rows per block for n activation
+// rows, the fastest on an H100 (NOTES.md): 2 for two rows, 4 from three
+// on (four weight rows share each load of the activations).
+func mvRowsPerBlock(n int) int {
+	if n <= 2 {
+		return 2
+	}
+	return 4
 }
 
 // MatVecQ8Rows computes y[j] = W·x[j] for n rows (1 ≤ n ≤ MaxMatVecRows) of
@@ -73,7 +77,7 @@ func DefaultRowsPerBlockQ8Rows(t gguf.Type, n int) int {
 // call moves the weight bytes of one MatVecQ8. For n ≥ 2, xq must be
 // 16-byte aligned (every Malloc'd address is); n = 1 is MatVecQ8.
 func (k *Kernels) MatVecQ8Rows(s hip.Stream, t gguf.Type, w, xq, y hip.DevicePtr, rows, cols, n int) error {
-	return k.matVecQ8Rows(s, t, DefaultRowsPerBlockQ8Rows(t, n), w, xq, y, rows, cols, n)
+	return k.matVecQ8Rows(s, t, mvRowsPerBlock(n), w, xq, y, rows, cols, n)
 }
 
 // matVecQ8Rows is MatVecQ8Rows with the weight rows per block (1, 2 or 4)

@@ -49,8 +49,8 @@ func (e *env) tiledWeights(t gguf.Type, rows, cols, period int) (data []byte, de
 	return data, deq
 }
 
-// TestMatVecQ8Rows checks every row of MatVecQ8Rows (each rows-per-block
-// variant) against MatVecQ8 on that row quantised alone, for every weight
+// TestMatVecQ8Rows checks every row of MatVecQ8Rows (with 1, 2 and 4
+// weight rows per block) against MatVecQ8 on that row quantised alone, for every weight
 // type of HasMatVecQ8, n = 2, 3, 5, 8 and n = 1 (which is MatVecQ8),
 // with NaN-poisoned outputs and a poisoned guard after them that must stay
 // untouched.
@@ -105,7 +105,7 @@ func TestMatVecQ8Rows(t *testing.T) {
 				e.check(e.k.QuantizeActQ8(e.s, xd, xq, n*cols))
 				rpbs := mvRowsChoices
 				if n == 1 {
-					rpbs = []int{0} // MatVecQ8's own choice
+					rpbs = []int{0} // MatVecQ8's own
 				}
 				for _, rpb := range rpbs {
 					y := e.poisoned(n*rows + guard)
@@ -153,12 +153,12 @@ func TestMatVecQ8RowsBadArguments(t *testing.T) {
 	k := &Kernels{fns: map[string]hip.Function{}}
 	var s hip.Stream
 	cases := []struct {
-		name       string
-		t          gguf.Type
-		xq         hip.DevicePtr
-		cols, n    int
-		rowsPerBlk int
-		want       error
+		name    string
+		t       gguf.Type
+		xq      hip.DevicePtr
+		cols, n int
+		r       int
+		want    error
 	}{
 		{"no rows", gguf.TypeQ8_0, 0, 256, 0, 2, hip.ErrInvalidValue},
 		{"negative rows", gguf.TypeQ8_0, 0, 256, -1, 2, hip.ErrInvalidValue},
@@ -171,7 +171,7 @@ func TestMatVecQ8RowsBadArguments(t *testing.T) {
 		{"3 rows per block", gguf.TypeQ8_0, 0, 256, 2, 3, hip.ErrInvalidValue},
 	}
 	for _, c := range cases {
-		err := k.matVecQ8Rows(s, c.t, c.rowsPerBlk, 0, c.xq, 0, 4, c.cols, c.n)
+		err := k.matVecQ8Rows(s, c.t, c.r, 0, c.xq, 0, 4, c.cols, c.n)
 		if !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
 		}
@@ -195,22 +195,21 @@ func TestMatVecRowsThreads(t *testing.T) {
 	for _, n := range kernelNames() {
 		names[n] = true
 	}
-	for t0 := range mvRowsTypes {
-		for _, r := range mvRowsChoices {
-			for n := 2; n <= MaxMatVecRows; n++ {
-				if name := mvRowsNames[mvRowsKey{t0, r, n}]; !names[name] {
-					t.Errorf("%s r%d n%d: kernel %q not in kernelNames", t0, r, n, name)
-				}
-			}
+	for key, name := range mvRowsNames {
+		if !names[name] {
+			t.Errorf("%+v: kernel %q not in kernelNames", key, name)
 		}
+	}
+	if want := len(mvRowsTypes) * (MaxMatVecRows - 1) * len(mvRowsChoices); len(mvRowsNames) != want {
+		t.Errorf("%d mvrows kernels, want %d", len(mvRowsNames), want)
 	}
 }
 
 // BenchmarkMatVecQ8Rows times the batched decode product for n activation
 // rows against the two ways without it: n calls of MatVecQ8 (variant
 // loop, each row's own activations) and MatMul (dequantise to half, then
-// GEMM; variant matmul). rows is MatVecQ8Rows with its default rows per
-// block, rows-r<R> with R chosen. GB/s is the weight bytes (one copy) per
+// GEMM; variant matmul). rows is MatVecQ8Rows as it launches by default,
+// r<R> with R weight rows per block. GB/s is the weight bytes (one copy) per
 // call's time; the weights rotate over copies past the L2 (timeMatVec).
 func BenchmarkMatVecQ8Rows(b *testing.B) {
 	e := newEnv(b, 20)
@@ -238,10 +237,12 @@ func BenchmarkMatVecQ8Rows(b *testing.B) {
 				variants := []string{"rows", "loop", "matmul"}
 				if n > 1 {
 					for _, r := range mvRowsChoices {
-						variants = append(variants, fmt.Sprintf("rows-r%d", r))
+						variants = append(variants, fmt.Sprintf("r%d", r))
 					}
 				}
 				for _, v := range variants {
+					var rpb int // r<R>: R weight rows per block
+					fmt.Sscanf(v, "r%d", &rpb)
 					b.Run(fmt.Sprintf("%s/%dx%d/n%d/%s", typ, rows, cols, n, v), func(b *testing.B) {
 						e.timeMatVec(b, m, func(w hip.DevicePtr) {
 							switch v {
@@ -254,9 +255,7 @@ func BenchmarkMatVecQ8Rows(b *testing.B) {
 							case "matmul":
 								e.check(e.k.MatMul(e.s, bl, typ, w, x, y, scratch, rows, cols, n))
 							default:
-								var r int
-								fmt.Sscanf(v, "rows-r%d", &r)
-								e.check(e.k.matVecQ8Rows(e.s, typ, r, w, xq, y, rows, cols, n))
+								e.check(e.k.matVecQ8Rows(e.s, typ, rpb, w, xq, y, rows, cols, n))
 							}
 						})
 					})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/forgepipe/forgepipe/hip"
+	"github.com/forgepipe/forgepipe/kernels/gpu"
 )
 
 // A block's step of one row enqueues some fifteen kernels; launched one by
@@ -27,10 +28,12 @@ type graphCache struct {
 	seen   map[graphKey]int
 }
 
-// maxCaptureRows is the most rows of a captured step: the one-row steps of
-// decoding, which are all matrix-vector products (batched products go
-// through BLAS, whose capture needs more care).
-const maxCaptureRows = 1
+// capturable reports whether a step of n rows of b is captured: steps
+// made only of kernels (one row, or a few rows of 8-bit-activation
+// products); batched products through BLAS are not.
+func (r *Runtime) capturable(b *Block, n int) bool {
+	return n == 1 || (n <= gpu.MaxMatVecRows && r.int8Block(b))
+}
 
 // maxGraphs bounds the graphs kept; past it the cache starts again.
 const maxGraphs = 4096
@@ -38,7 +41,7 @@ const maxGraphs = 4096
 // launchBlock enqueues a block step, through a graph when it repeats.
 // Called under mu.
 func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int, prefill bool) error {
-	if r.opts.NoGraphs || n > maxCaptureRows || prefill {
+	if r.opts.NoGraphs || prefill || !r.capturable(b, n) {
 		return r.enqueueBlock(b, in, out, meta, n, prefill)
 	}
 	c := &r.graphs

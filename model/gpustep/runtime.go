@@ -45,6 +45,9 @@ type Options struct {
 	Float32Activations bool
 	// NoGraphs turns off the capture of repeated block steps into graphs.
 	NoGraphs bool
+	// Emulate runs on the host driver with kernels/gpu's Go emulations of
+	// the GPU kernels (gpu.LoadEmulated): slow, for tests without a GPU.
+	Emulate bool
 }
 
 // Runtime is one device's compute stream, kernels, buffers and sequences.
@@ -108,7 +111,11 @@ func New(dev hip.Device, cfg *model.Config, o Options) (*Runtime, error) {
 
 func (r *Runtime) init() error {
 	var err error
-	if r.k, err = gpu.Load(r.dev); err != nil {
+	load := gpu.Load
+	if r.opts.Emulate {
+		load = gpu.LoadEmulated
+	}
+	if r.k, err = load(r.dev); err != nil {
 		return fmt.Errorf("gpustep: %w", err)
 	}
 	if r.stream, err = r.dev.StreamCreate(); err != nil {
@@ -136,7 +143,7 @@ func (r *Runtime) init() error {
 		{&r.s.att, int64(n * c.QDim() * 4)},
 		{&r.s.o, int64(n * c.Dim * 4)},
 		{&r.s.gate, int64(2 * n * c.FFN * 4)},
-		{&r.s.xq, gpu.ActQ8Bytes(max(c.Dim, c.QDim(), c.FFN))},
+		{&r.s.xq, gpu.ActQ8Bytes(min(n, gpu.MaxMatVecRows) * max(c.Dim, c.QDim(), c.FFN))},
 		{&r.s.attn, gpu.AttentionRowsScratchBytes(n, c.Heads, c.HeadDim, r.nSplit)},
 	}
 	for _, sz := range sizes {
@@ -510,7 +517,18 @@ func (r *Runtime) linear(n int, x hip.DevicePtr, cols int, pre bool, outs ...out
 	for _, o := range outs {
 		w := o.w
 		var err error
+		q8 := !r.opts.Float32Activations && gpu.HasMatVecQ8(w.Type)
 		switch {
+		case q8 && n > 1 && n <= gpu.MaxMatVecRows:
+			// A few rows (decode of several sequences): each weight block
+			// read once for all of them, no dequantised copy.
+			if !quantised {
+				if err := k.QuantizeActQ8(s, x, r.s.xq, n*cols); err != nil {
+					return err
+				}
+				quantised = true
+			}
+			err = k.MatVecQ8Rows(s, w.Type, w.W, r.s.xq, o.y, w.Rows, w.Cols, n)
 		case n > 1:
 			need := gpu.MatMulScratchBytes(w.Type, w.Rows, w.Cols, n)
 			if need > r.s.mmBytes {
@@ -519,7 +537,7 @@ func (r *Runtime) linear(n int, x hip.DevicePtr, cols int, pre bool, outs ...out
 				}
 			}
 			err = k.MatMul(s, r.blas, w.Type, w.W, x, o.y, r.s.mm, w.Rows, w.Cols, n)
-		case !r.opts.Float32Activations && gpu.HasMatVecQ8(w.Type):
+		case q8:
 			if !quantised {
 				if err := k.QuantizeActQ8(s, x, r.s.xq, cols); err != nil {
 					return err

@@ -95,6 +95,6 @@ FP_KERNEL void rope_kv_store(float* q, const float* __restrict__ k, const float*
 		kd[a] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
 		kd[b] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
 	}
-	for (int i = dims + threadIdx.x; i < headDim; i += blockDim.x) kd[i] = ks[i]; // not rotated
+	for (int i = 2 * half + threadIdx.x; i < headDim; i += blockDim.x) kd[i] = ks[i]; // not rotated
 	for (int i = threadIdx.x; i < headDim; i += blockDim.x) vd[i] = vs[i];
 }

@@ -262,30 +262,37 @@ struct MvrPow2 {
 	enum { P = V <= 1 ? 1 : V <= 2 ? 2 : V <= 4 ? 4 : V <= 8 ? 8 : V <= 16 ? 16 : V <= 32 ? 32 : 64 };
 };
 
-// mvr_warp_reduce sums each of the P values of v (P a power of two, at
-// most WARP_SIZE) over the warp and returns, to each lane, the total of
-// value lane / (WARP_SIZE/P). Each step exchanges half of what a lane
-// holds (lanes keep the lower or the upper half by one bit of their
-// index), so it takes P−1 shuffles for all P values rather than P·log2 of
-// the warp; v is overwritten.
-template <int P>
-FP_DEVICE float mvr_warp_reduce(float* v, int lane) {
-#pragma unroll
-	for (int k = P; k > 1; k >>= 1) {
-		const int m = WARP_SIZE * k / (2 * P); // WARP_SIZE/2, /4, … WARP_SIZE/P
+// MvrReduce<K, P>::run sums each of the P values of v (P a power of two,
+// at most WARP_SIZE) over the warp, leaving in v[0] of each lane the total
+// of value lane / (WARP_SIZE/P). Each step exchanges half of the K values
+// a lane still holds (lanes keep the lower or the upper half by one bit of
+// their index), so all P values take P−1 shuffles rather than P·log2 of
+// the warp. K is a template argument so that every index into v is a
+// constant and v stays in registers; v is overwritten.
+template <int K, int P>
+struct MvrReduce {
+	FP_DEVICE void run(float* v, int lane) {
+		const int m = WARP_SIZE * K / (2 * P); // WARP_SIZE/2, /4, … WARP_SIZE/P
 		const bool up = (lane & m) != 0;
 #pragma unroll
-		for (int i = 0; i < k / 2; i++) {
-			const float send = up ? v[i] : v[i + k / 2];
-			const float keep = up ? v[i + k / 2] : v[i];
-			v[i] = keep + shfl_xor(send, m);
+		for (int i = 0; i < K / 2; i++) {
+			// Values, not addresses, are selected: a select between
+			// v[i] and v[i + K/2] becomes a load from a computed index,
+			// which puts v in local memory.
+			const float lo = v[i], hi = v[i + K / 2];
+			v[i] = (up ? hi : lo) + shfl_xor(up ? lo : hi, m);
 		}
+		MvrReduce<K / 2, P>::run(v, lane);
 	}
-	float s = v[0];
+};
+
+template <int P>
+struct MvrReduce<1, P> {
+	FP_DEVICE void run(float* v, int) {
 #pragma unroll
-	for (int m = WARP_SIZE / (2 * P); m > 0; m >>= 1) s += shfl_xor(s, m);
-	return s;
-}
+		for (int m = WARP_SIZE / (2 * P); m > 0; m >>= 1) v[0] += shfl_xor(v[0], m);
+	}
+};
 
 // mvrows: y[j·rows + r] = (row r of w) · (activation row j), for the R
 // rows of this block and the N activation rows. blockDim.x is 64 or 128
@@ -319,8 +326,8 @@ FP_DEVICE void mvrows(const u8* __restrict__ w, const i8* __restrict__ xq, float
 
 	__shared__ float part[MVR_THREADS / WARP_SIZE][P];
 	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-	const float s = mvr_warp_reduce<P>(acc, lane);
-	if (lane % (WARP_SIZE / P) == 0) part[warp][lane / (WARP_SIZE / P)] = s;
+	MvrReduce<P, P>::run(acc, lane);
+	if (lane % (WARP_SIZE / P) == 0) part[warp][lane / (WARP_SIZE / P)] = acc[0];
 	__syncthreads();
 	const int v = threadIdx.x, r = v / N, j = v % N;
 	if (v < V && r < nr) {
