@@ -15,6 +15,9 @@ import (
 func TestHipccCompilesModule(t *testing.T) {
 	hipcc, err := exec.LookPath("hipcc")
 	if err != nil {
+		if os.Getenv("FORGEPIPE_REQUIRE_HIPCC") != "" {
+			t.Fatal("hipcc not installed, and FORGEPIPE_REQUIRE_HIPCC is set (make amd-check)")
+		}
 		t.Skip("hipcc not installed (apt-get install hipcc): AMD compile check skipped")
 	}
 	dir := t.TempDir()

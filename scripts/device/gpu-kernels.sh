@@ -7,7 +7,7 @@
 #   scripts/device/gpu-kernels.sh            # nvcc check, tests, matvec benchmark
 #   STEPS=test scripts/device/gpu-kernels.sh # only some of: nvcc test bench
 #
-# It compiles every kernel source with nvcc for sm_90 (ptxas register and
+# It compiles the kernel module with nvcc for sm_90 (ptxas register and
 # spill report kept), runs every GPU test against its host reference through
 # the cuda driver (nvrtc at run time), then times the decode matrix-vector
 # products (GB/s of weight bytes, hip events) and the batched attention
@@ -25,16 +25,20 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.memory --forma
 
 if [[ " $STEPS " == *" nvcc "* ]]; then
   nvcc --version | tail -2
-  for f in kernels/gpu/src/*.cu; do
-    b=$(basename "$f" .cu)
-    if nvcc -arch=sm_90 --cubin -Xptxas -v -Werror all-warnings -o /dev/null "$f" >"$OUT/ptxas-$b.txt" 2>&1; then
-      echo "nvcc sm_90 $f: ok, $(grep -c 'Compiling entry' "$OUT/ptxas-$b.txt") kernels," \
-        "$(grep -E 'bytes spill (stores|loads)' "$OUT/ptxas-$b.txt" | grep -vc ' 0 bytes spill stores, 0 bytes spill loads') with spills," \
-        "max regs $(grep -o 'Used [0-9]* registers' "$OUT/ptxas-$b.txt" | awk '{print $2}' | sort -n | tail -1)"
-    else
-      echo "nvcc sm_90 $f: FAILED"; tail -20 "$OUT/ptxas-$b.txt"; rc=1
-    fi
-  done
+  # The module as the drivers compile it (kernels/gpu.Source): compat.h, then
+  # the .cu files in sourceFiles' order, their include lines dropped.
+  mod=$OUT/module.cu
+  { cat kernels/gpu/src/compat.h
+    for f in $(grep '^var sourceFiles' kernels/gpu/gpu.go | grep -o '"[a-z0-9_]*\.cu"' | tr -d '"'); do
+      echo "// ---- $f"; grep -v '^#include "compat.h"' "kernels/gpu/src/$f"
+    done; } >"$mod"
+  if nvcc -arch=sm_90 --cubin -Xptxas -v -Werror all-warnings -o /dev/null "$mod" >"$OUT/ptxas.txt" 2>&1; then
+    echo "nvcc sm_90 module: ok, $(grep -c 'Compiling entry' "$OUT/ptxas.txt") kernels," \
+      "$(grep -E 'bytes spill (stores|loads)' "$OUT/ptxas.txt" | grep -vc ' 0 bytes spill stores, 0 bytes spill loads') with spills," \
+      "max regs $(grep -o 'Used [0-9]* registers' "$OUT/ptxas.txt" | awk '{print $2}' | sort -n | tail -1)"
+  else
+    echo "nvcc sm_90 module: FAILED"; tail -20 "$OUT/ptxas.txt"; rc=1
+  fi
 fi
 
 if [[ " $STEPS " == *" test "* ]]; then
