@@ -448,51 +448,33 @@ func (a *samplerActor) gpuEmbed(msg *layer.Activations, batch []outRow, rows int
 // that need them (one projection for all), then a step per sequence.
 func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 	if a.cfg.GPU != nil {
-		a.gpuActivations(ctx, m)
-		return
+		defer a.cfg.GPU.Release(m.Dev) // the projection below waits for the device
 	}
-	c := a.cfg.Model
-	dim := c.Dim
-	var need []*seqState
-	var xs []float32
-	row := 0
-	a.st.inflight = a.st.inflight[:0]
-	for _, sg := range m.Segs {
-		s := a.st.seqs[sg.Seq]
-		last := row + sg.N - 1
-		row += sg.N
-		if s == nil {
-			continue
-		}
-		s.inflight--
-		if s.done {
-			a.maybeFree(ctx, s)
-			continue
-		}
-		if !sg.Logits {
-			continue
-		}
-		need = append(need, s)
-		a.st.inflight = append(a.st.inflight, sg.Seq)
-		xs = append(xs, m.X[last*dim:(last+1)*dim]...)
-	}
+	need, rows := a.arrived(ctx, m)
 	if len(need) == 0 {
 		a.st.inflight = nil
 		return
 	}
-	logits := make([]float32, len(need)*c.Vocab)
 	var t0 time.Duration
 	if tr := a.cfg.Trace; tr != nil {
 		t0 = tr.Now()
 	}
-	a.st.m.Logits(logits, xs, len(need))
+	logits, ids, err := a.project(m, need, rows)
 	a.cfg.Stats.LogitRows.Add(int64(len(need)))
 	if tr := a.cfg.Trace; tr != nil {
 		tr.Span("logits", "sample", t0, trace.Args{trace.Int("rows", len(need))})
 		t0 = tr.Now()
 	}
 	for i, s := range need {
-		a.step(ctx, s, logits[i*c.Vocab:(i+1)*c.Vocab], -1)
+		switch {
+		case err != nil:
+			a.finish(ctx, s, StopError, err)
+			a.maybeFree(ctx, s)
+		case logits[i] != nil:
+			a.step(ctx, s, logits[i], -1)
+		default:
+			a.step(ctx, s, nil, ids[i])
+		}
 	}
 	if tr := a.cfg.Trace; tr != nil {
 		tr.Span("sample", "sample", t0, trace.Args{trace.Int("seqs", len(need))})
@@ -500,15 +482,9 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 	a.st.inflight = nil
 }
 
-// gpuActivations is activations on the GPU: one projection for every row
-// that needs logits, the greedy tokens picked there; the full logits come
-// back only for sequences that sample on the host or asked for them.
-func (a *samplerActor) gpuActivations(ctx actor.Context, m *layer.Activations) {
-	gp := a.cfg.GPU
-	defer gp.Release(m.Dev) // Project below waits for the device
-	var need []*seqState
-	var rows []int
-	var full [][]float32
+// arrived accounts for a message's segments and returns the live
+// sequences that need logits, with the row of each one's last token.
+func (a *samplerActor) arrived(ctx actor.Context, m *layer.Activations) (need []*seqState, rows []int) {
 	row := 0
 	a.st.inflight = a.st.inflight[:0]
 	for _, sg := range m.Segs {
@@ -528,42 +504,37 @@ func (a *samplerActor) gpuActivations(ctx actor.Context, m *layer.Activations) {
 		}
 		need = append(need, s)
 		rows = append(rows, last)
-		var f []float32
-		if s.start.Logits || !s.smp.IsGreedy() {
-			f = make([]float32, a.cfg.Model.Vocab)
-		}
-		full = append(full, f)
 		a.st.inflight = append(a.st.inflight, sg.Seq)
 	}
-	if len(need) == 0 {
-		a.st.inflight = nil
-		return
-	}
-	var t0 time.Duration
-	if tr := a.cfg.Trace; tr != nil {
-		t0 = tr.Now()
-	}
-	ids, err := gp.Project(a.st.g, m.Dev, rows, full)
-	a.cfg.Stats.LogitRows.Add(int64(len(need)))
-	if tr := a.cfg.Trace; tr != nil {
-		tr.Span("logits", "sample", t0, trace.Args{trace.Int("rows", len(need))})
-		t0 = tr.Now()
-	}
-	for i, s := range need {
-		switch {
-		case err != nil:
-			a.finish(ctx, s, StopError, err)
-			a.maybeFree(ctx, s)
-		case full[i] != nil:
-			a.step(ctx, s, full[i], -1)
-		default:
-			a.step(ctx, s, nil, ids[i])
+	return need, rows
+}
+
+// project computes the logits of the given rows of m. On the host every
+// row's logits come back. On the GPU the token of each row is picked
+// there (ids) and only the sequences that sample on the host or asked for
+// logits get theirs.
+func (a *samplerActor) project(m *layer.Activations, need []*seqState, rows []int) ([][]float32, []int32, error) {
+	c := a.cfg.Model
+	logits := make([][]float32, len(need))
+	if gp := a.cfg.GPU; gp != nil {
+		for i, s := range need {
+			if s.start.Logits || !s.smp.IsGreedy() {
+				logits[i] = make([]float32, c.Vocab)
+			}
 		}
+		ids, err := gp.Project(a.st.g, m.Dev, rows, logits)
+		return logits, ids, err
 	}
-	if tr := a.cfg.Trace; tr != nil {
-		tr.Span("sample", "sample", t0, trace.Args{trace.Int("seqs", len(need))})
+	xs := make([]float32, 0, len(rows)*c.Dim)
+	for _, r := range rows {
+		xs = append(xs, m.X[r*c.Dim:(r+1)*c.Dim]...)
 	}
-	a.st.inflight = nil
+	all := make([]float32, len(rows)*c.Vocab)
+	a.st.m.Logits(all, xs, len(rows))
+	for i := range logits {
+		logits[i] = all[i*c.Vocab : (i+1)*c.Vocab]
+	}
+	return logits, nil, nil
 }
 
 // step samples one token for s, as model.Generate does: from logits, or
