@@ -330,39 +330,21 @@ func (r *Runtime) Embed(g *Globals, ids []int32, segs []Segment) (Rows, error) {
 	if n == 0 || n > r.opts.MaxBatch {
 		return Rows{}, fmt.Errorf("gpustep: embed %d rows (1..%d)", n, r.opts.MaxBatch)
 	}
-	mb := gpu.RowMetaBytes(n)
-	host := make([]byte, mb+int64(4*n))
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.meta(host, segs, n); err != nil {
-		return Rows{}, err
-	}
-	for i, id := range ids {
+	for _, id := range ids {
 		if id < 0 || int(id) >= r.cfg.Vocab {
 			return Rows{}, fmt.Errorf("gpustep: token id %d out of range [0, %d)", id, r.cfg.Vocab)
 		}
-		binary.LittleEndian.PutUint32(host[mb+int64(4*i):], uint32(id))
 	}
-	meta, err := r.pool.get(int64(len(host)))
-	if err != nil {
-		return Rows{}, err
+	// The ids travel in the metadata's buffer, after it.
+	mb := gpu.RowMetaBytes(n)
+	tail := make([]byte, 4*n)
+	for i, id := range ids {
+		binary.LittleEndian.PutUint32(tail[4*i:], uint32(id))
 	}
-	x, err := r.pool.get(int64(n * r.cfg.Dim * 4))
-	if err != nil {
-		r.pool.put(meta)
-		return Rows{}, err
-	}
-	e := r.stage.upload(r.stream, meta, host)
-	if e == nil {
+	return r.batch("embed", segs, n, tail, func(x, meta hip.DevicePtr) error {
 		t := g.TokenEmbd
-		e = r.k.Embedding(r.stream, t.Type, t.W, meta.Add(mb), x, n, t.Rows, t.Cols)
-	}
-	if e != nil {
-		r.pool.put(meta)
-		r.pool.put(x)
-		return Rows{}, fmt.Errorf("gpustep: embed: %w", e)
-	}
-	return Rows{X: x, Meta: meta, N: n, Chunked: chunked(segs)}, nil
+		return r.k.Embedding(r.stream, t.Type, t.W, meta.Add(mb), x, n, t.Rows, t.Cols)
+	})
 }
 
 // Concat joins the rows of several messages into one batch, with new
@@ -376,7 +358,24 @@ func (r *Runtime) Concat(parts []Rows, segs []Segment) (Rows, error) {
 	if n > r.opts.MaxBatch {
 		return Rows{}, fmt.Errorf("gpustep: concat %d rows (at most %d)", n, r.opts.MaxBatch)
 	}
-	host := make([]byte, gpu.RowMetaBytes(n))
+	return r.batch("concat", segs, n, nil, func(x, _ hip.DevicePtr) error {
+		row, off := int64(r.cfg.Dim*4), int64(0)
+		for _, p := range parts {
+			if err := r.stream.MemcpyDtoDAsync(x.Add(off), p.X, int64(p.N)*row); err != nil {
+				return err
+			}
+			off += int64(p.N) * row
+		}
+		return nil
+	})
+}
+
+// batch makes the rows of a new batch of n rows: their metadata for segs
+// (followed by tail) uploaded, then fill enqueued to write the activations.
+func (r *Runtime) batch(call string, segs []Segment, n int, tail []byte, fill func(x, meta hip.DevicePtr) error) (Rows, error) {
+	mb := gpu.RowMetaBytes(n)
+	host := make([]byte, mb+int64(len(tail)))
+	copy(host[mb:], tail)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.meta(host, segs, n); err != nil {
@@ -391,19 +390,14 @@ func (r *Runtime) Concat(parts []Rows, segs []Segment) (Rows, error) {
 		r.pool.put(meta)
 		return Rows{}, err
 	}
-	e := r.stage.upload(r.stream, meta, host)
-	row := int64(r.cfg.Dim * 4)
-	off := int64(0)
-	for _, p := range parts {
-		if e == nil {
-			e = r.stream.MemcpyDtoDAsync(x.Add(off), p.X, int64(p.N)*row)
-		}
-		off += int64(p.N) * row
+	err = r.stage.upload(r.stream, meta, host)
+	if err == nil {
+		err = fill(x, meta)
 	}
-	if e != nil {
+	if err != nil {
 		r.pool.put(meta)
 		r.pool.put(x)
-		return Rows{}, fmt.Errorf("gpustep: concat: %w", e)
+		return Rows{}, fmt.Errorf("gpustep: %s: %w", call, err)
 	}
 	return Rows{X: x, Meta: meta, N: n, Chunked: chunked(segs)}, nil
 }
