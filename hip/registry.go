@@ -100,8 +100,35 @@ func Open(name string, opts Options) (Device, error) {
 		logChosen(logger, dev, name, "requested")
 		return dev, nil
 	}
+	dev, why := openFirst(autoOrder, opts)
+	if dev == nil {
+		return nil, errf(`hip.Open("auto")`, ErrNoDevice, "no driver opened: %s", strings.Join(why, "; "))
+	}
+	reason := "first driver that opened"
+	if len(why) > 0 {
+		reason = strings.Join(why, "; ")
+	}
+	logChosen(logger, dev, "auto", reason)
+	return dev, nil
+}
+
+// OpenGPU opens the first GPU driver (in "auto"'s order, without the host)
+// that finds a device. Its error says why each one failed: tests skip with
+// it where there is no GPU.
+func OpenGPU(opts Options) (Device, error) {
+	gpus := slices.DeleteFunc(slices.Clone(autoOrder), func(n string) bool { return n == "host" })
+	dev, why := openFirst(gpus, opts)
+	if dev == nil {
+		return nil, errf("hip.OpenGPU", ErrNoDevice, "%s", strings.Join(why, "; "))
+	}
+	return dev, nil
+}
+
+// openFirst opens the first of the named drivers that opens, and says why
+// those before it did not.
+func openFirst(names []string, opts Options) (Device, []string) {
 	var why []string
-	for _, name := range autoOrder {
+	for _, name := range names {
 		d, ok := lookup(name)
 		if !ok {
 			why = append(why, name+": not registered")
@@ -112,14 +139,9 @@ func Open(name string, opts Options) (Device, error) {
 			why = append(why, err.Error())
 			continue
 		}
-		reason := "first driver that opened"
-		if len(why) > 0 {
-			reason = strings.Join(why, "; ")
-		}
-		logChosen(logger, dev, "auto", reason)
-		return dev, nil
+		return dev, why
 	}
-	return nil, errf(`hip.Open("auto")`, ErrNoDevice, "no driver opened: %s", strings.Join(why, "; "))
+	return nil, why
 }
 
 func logChosen(logger zerolog.Logger, dev Device, requested, why string) {

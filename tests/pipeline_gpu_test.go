@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -40,19 +39,14 @@ var gpuProbe struct {
 
 // probeGPU finds a GPU driver with a device.
 func probeGPU() {
-	var why []string
-	for _, name := range []string{"cuda", "rocm"} {
-		quiet := zerolog.Nop()
-		dev, err := hip.Open(name, hip.Options{Logger: &quiet})
-		if err != nil {
-			why = append(why, err.Error())
-			continue
-		}
-		dev.Close()
-		gpuProbe.backend = name
+	quiet := zerolog.Nop()
+	dev, err := hip.OpenGPU(hip.Options{Logger: &quiet})
+	if err != nil {
+		gpuProbe.why = err.Error()
 		return
 	}
-	gpuProbe.why = strings.Join(why, "; ")
+	gpuProbe.backend = dev.Driver()
+	dev.Close()
 }
 
 // gpuMode is where a test runs the GPU path.

@@ -38,25 +38,19 @@ var tolerances = map[string]float64{
 // gpuDevice opens the GPU the tests run on, or skips the test.
 func gpuDevice(t testing.TB) (hip.Device, *Kernels) {
 	t.Helper()
-	var why []string
-	for _, name := range []string{"cuda", "rocm"} {
-		quiet := zerolog.Nop() // keeps benchmark lines whole; the device name is in the subtests' logs
-		dev, err := hip.Open(name, hip.Options{Logger: &quiet})
-		if err != nil {
-			why = append(why, err.Error())
-			continue
-		}
-		t.Cleanup(func() { _ = dev.Close() })
-		k, err := Load(dev)
-		if err != nil {
-			t.Fatalf("Load on %s: %v", dev.Name(), err)
-		}
-		t.Cleanup(func() { _ = k.Close() })
-		t.Logf("device: %s (%s)", dev.Name(), dev.Driver())
-		return dev, k
+	quiet := zerolog.Nop() // keeps benchmark lines whole; the device name is in the subtests' logs
+	dev, err := hip.OpenGPU(hip.Options{Logger: &quiet})
+	if err != nil {
+		t.Skipf("no GPU: %v", err)
 	}
-	t.Skipf("no GPU: %s", strings.Join(why, "; "))
-	return nil, nil
+	t.Cleanup(func() { _ = dev.Close() })
+	k, err := Load(dev)
+	if err != nil {
+		t.Fatalf("Load on %s: %v", dev.Name(), err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	t.Logf("device: %s (%s)", dev.Name(), dev.Driver())
+	return dev, k
 }
 
 // env is one test's device, stream and allocations.

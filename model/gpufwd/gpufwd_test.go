@@ -50,18 +50,13 @@ var device struct {
 func gpuDevice(t testing.TB) hip.Device {
 	t.Helper()
 	device.once.Do(func() {
-		var why []string
-		for _, name := range []string{"cuda", "rocm"} {
-			quiet := zerolog.Nop()
-			dev, err := hip.Open(name, hip.Options{Logger: &quiet})
-			if err != nil {
-				why = append(why, err.Error())
-				continue
-			}
-			device.dev = dev
+		quiet := zerolog.Nop()
+		dev, err := hip.OpenGPU(hip.Options{Logger: &quiet})
+		if err != nil {
+			device.why = err.Error()
 			return
 		}
-		device.why = strings.Join(why, "; ")
+		device.dev = dev
 	})
 	if device.dev == nil {
 		t.Skipf("no GPU: %s", device.why)

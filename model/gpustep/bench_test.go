@@ -3,7 +3,6 @@ package gpustep_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,19 +30,10 @@ func (t tensors) TensorData(ti *gguf.TensorInfo) []byte       { return t.f.Tenso
 // decode tok/s on the same model is what the actor pipeline costs.
 // FORGEPIPE_BENCH_MODEL picks the model (default: the bundled one).
 func BenchmarkDecodeDirect(b *testing.B) {
-	var dev hip.Device
-	var why []string
-	for _, name := range []string{"cuda", "rocm"} {
-		quiet := zerolog.Nop()
-		d, err := hip.Open(name, hip.Options{Logger: &quiet})
-		if err == nil {
-			dev = d
-			break
-		}
-		why = append(why, err.Error())
-	}
-	if dev == nil {
-		b.Skipf("no GPU: %s", strings.Join(why, "; "))
+	quiet := zerolog.Nop()
+	dev, err := hip.OpenGPU(hip.Options{Logger: &quiet})
+	if err != nil {
+		b.Skipf("no GPU: %v", err)
 	}
 	defer dev.Close()
 	path := os.Getenv("FORGEPIPE_BENCH_MODEL")
