@@ -54,14 +54,10 @@ func (s *hostStream) BeginCapture() error {
 	const call = "hipStreamBeginCapture"
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.dev.closed.Load():
-		return errf(call, ErrClosed, "device closed")
-	case s.destroyed || s.exited:
-		return errf(call, ErrInvalidHandle, "invalid handle: stream destroyed")
-	case s.err != nil:
-		return wrap(call, s.err)
-	case s.capture != nil:
+	if err := s.usable(call); err != nil {
+		return err
+	}
+	if s.capture != nil {
 		return errf(call, ErrInvalidValue, "the stream is already capturing")
 	}
 	s.capture = &hostCapture{}

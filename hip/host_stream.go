@@ -297,6 +297,11 @@ func (s *hostStream) Destroy() error {
 func (s *hostStream) checkUsable(call string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.usable(call)
+}
+
+// usable is checkUsable with s.mu held.
+func (s *hostStream) usable(call string) error {
 	switch {
 	case s.dev.closed.Load():
 		return errf(call, ErrClosed, "device closed")
