@@ -317,44 +317,12 @@ func libDirs() []string {
 	return dirs
 }
 
-// findLib returns the candidate paths of lib (e.g. "libnvrtc.so"): the
-// explicit path in env, then every match of lib.* in libDirs, then the bare
-// name for the dynamic linker's own search.
-func findLib(env, lib string) []string {
-	var out []string
-	if v := os.Getenv(env); v != "" {
-		out = append(out, v)
-	}
-	var pats []string
-	for _, d := range libDirs() {
-		pats = append(pats, filepath.Join(d, lib+".[0-9]*"), filepath.Join(d, lib))
-	}
-	out = append(out, gpu.Candidates(pats...)...)
-	return append(out, lib)
-}
-
-// majorOf is the first number after ".so." in a library path (0 if none).
-func majorOf(path string) int {
-	_, after, ok := strings.Cut(filepath.Base(path), ".so.")
-	if !ok {
-		return 0
-	}
-	n := 0
-	for _, c := range after {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
-}
-
 // openNewest opens the first candidate whose major version the driver
 // supports and which has every symbol in syms.
 func openNewest(what string, cands []string, syms []string) (*gpu.Lib, map[string]gpu.Sym, error) {
 	var why []string
 	for _, c := range cands {
-		if m := majorOf(c); m > driver.version/1000 {
+		if m := gpu.SoMajor(c); m > driver.version/1000 {
 			why = append(why, fmt.Sprintf("%s: version %d is newer than the driver's CUDA %d.%d", c, m, driver.version/1000, driver.version%1000/10))
 			continue
 		}
@@ -365,18 +333,9 @@ func openNewest(what string, cands []string, syms []string) (*gpu.Lib, map[strin
 			}
 			continue
 		}
-		m := map[string]gpu.Sym{}
-		var missing error
-		for _, name := range syms {
-			s, err := lib.Sym(name)
-			if err != nil {
-				missing = err
-				break
-			}
-			m[name] = s
-		}
-		if missing != nil {
-			why = append(why, missing.Error())
+		m, err := lib.SymMap(syms)
+		if err != nil {
+			why = append(why, err.Error())
 			continue
 		}
 		return lib, m, nil
@@ -411,7 +370,7 @@ func (n *nvrtcLib) errorText(st gpu.Status) string {
 
 func loadNVRTC() (*nvrtcLib, error) {
 	nvrtc.once.Do(func() {
-		lib, sym, err := openNewest("libnvrtc.so", findLib("FORGEPIPE_NVRTC", "libnvrtc.so"), []string{
+		lib, sym, err := openNewest("libnvrtc.so", gpu.LibCandidates("FORGEPIPE_NVRTC", "libnvrtc.so", libDirs()), []string{
 			"nvrtcVersion", "nvrtcGetErrorString", "nvrtcCreateProgram", "nvrtcCompileProgram",
 			"nvrtcGetCUBINSize", "nvrtcGetCUBIN", "nvrtcGetProgramLogSize", "nvrtcGetProgramLog", "nvrtcDestroyProgram"})
 		if err != nil {
@@ -478,7 +437,7 @@ var cublas struct {
 
 func loadCUBLAS() (*gpu.BLASAPI, error) {
 	cublas.once.Do(func() {
-		lib, sym, err := openNewest("libcublas.so", findLib("FORGEPIPE_CUBLAS", "libcublas.so"), []string{
+		lib, sym, err := openNewest("libcublas.so", gpu.LibCandidates("FORGEPIPE_CUBLAS", "libcublas.so", libDirs()), []string{
 			"cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasSgemm_v2", "cublasGemmEx",
 			"cublasGetStatusString", "cublasGetStatusName", "cublasGetProperty"})
 		if err != nil {

@@ -83,20 +83,6 @@ func libDirs() []string {
 	return dirs
 }
 
-// candidates lists the paths to try for lib: $env, lib.* and lib in
-// libDirs, then the bare name for the dynamic linker.
-func candidates(env, lib string) []string {
-	var out []string
-	if v := os.Getenv(env); v != "" {
-		out = append(out, v)
-	}
-	var pats []string
-	for _, d := range libDirs() {
-		pats = append(pats, filepath.Join(d, lib+".[0-9]*"), filepath.Join(d, lib))
-	}
-	return append(append(out, gpu.Candidates(pats...)...), lib)
-}
-
 func openFirst(cands, syms []string) (*gpu.Lib, map[string]gpu.Sym, error) {
 	var why []string
 	for _, c := range cands {
@@ -107,18 +93,9 @@ func openFirst(cands, syms []string) (*gpu.Lib, map[string]gpu.Sym, error) {
 			}
 			continue
 		}
-		m := map[string]gpu.Sym{}
-		var missing error
-		for _, name := range syms {
-			s, err := lib.Sym(name)
-			if err != nil {
-				missing = err
-				break
-			}
-			m[name] = s
-		}
-		if missing != nil {
-			why = append(why, missing.Error())
+		m, err := lib.SymMap(syms)
+		if err != nil {
+			why = append(why, err.Error())
 			continue
 		}
 		return lib, m, nil
@@ -146,7 +123,7 @@ func hipErr(call string, st gpu.Status) error {
 
 func loadRuntime() error {
 	runtimeLib.once.Do(func() {
-		lib, sym, err := openFirst(candidates("FORGEPIPE_AMDHIP", "libamdhip64.so"), runtimeSyms)
+		lib, sym, err := openFirst(gpu.LibCandidates("FORGEPIPE_AMDHIP", "libamdhip64.so", libDirs()), runtimeSyms)
 		if err != nil {
 			msg := "no ROCm runtime: libamdhip64.so not found: "
 			if strings.Contains(err.Error(), "symbol") {
@@ -305,7 +282,7 @@ func loadHIPRTC() (*gpu.RTC, error) {
 	hiprtc.once.Do(func() {
 		names := []string{"hiprtcVersion", "hiprtcGetErrorString", "hiprtcCreateProgram", "hiprtcCompileProgram",
 			"hiprtcGetCodeSize", "hiprtcGetCode", "hiprtcGetProgramLogSize", "hiprtcGetProgramLog", "hiprtcDestroyProgram"}
-		cands := append(candidates("FORGEPIPE_HIPRTC", "libhiprtc.so"), runtimeLib.lib.Path)
+		cands := append(gpu.LibCandidates("FORGEPIPE_HIPRTC", "libhiprtc.so", libDirs()), runtimeLib.lib.Path)
 		_, sym, err := openFirst(cands, names)
 		if err != nil {
 			hiprtc.err = errors.New("hiprtc: " + err.Error())
@@ -350,7 +327,7 @@ var hipblas struct {
 
 func loadHIPBLAS() (*gpu.BLASAPI, error) {
 	hipblas.once.Do(func() {
-		lib, sym, err := openFirst(candidates("FORGEPIPE_HIPBLAS", "libhipblas.so"), []string{
+		lib, sym, err := openFirst(gpu.LibCandidates("FORGEPIPE_HIPBLAS", "libhipblas.so", libDirs()), []string{
 			"hipblasCreate", "hipblasDestroy", "hipblasSetStream", "hipblasSgemm", "hipblasGemmEx", "hipblasStatusToString"})
 		if err != nil {
 			hipblas.err = errors.New("hipBLAS: " + err.Error())
@@ -368,27 +345,12 @@ func loadHIPBLAS() (*gpu.BLASAPI, error) {
 		}
 		if v2, err := lib.Sym("hipblasGemmEx_v2"); err == nil {
 			b.GemmEx = v2
-		} else if major := soMajor(lib.Path); major > 0 && major < 3 {
+		} else if major := gpu.SoMajor(lib.Path); major > 0 && major < 3 {
 			b.TypeR32F, b.TypeR16F, b.TypeR16BF, b.Compute32F = hipblasR32F, hipblasR16F, hipblasR16B, hipblasR32F
 		}
 		hipblas.api = b
 	})
 	return hipblas.api, hipblas.err
-}
-
-func soMajor(path string) int {
-	_, after, ok := strings.Cut(filepath.Base(path), ".so.")
-	if !ok {
-		return 0
-	}
-	n := 0
-	for _, c := range after {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
 }
 
 func hipblasSentinel(st gpu.Status) error {

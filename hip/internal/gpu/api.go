@@ -273,6 +273,50 @@ func (l *Lib) Syms(m map[*Sym]string) error {
 	return nil
 }
 
+// LibCandidates lists where a library may be: the path in the environment
+// variable env (if set), lib's versioned and plain names in each of dirs
+// (newest first), and lib's bare name for the dynamic loader's own search.
+func LibCandidates(env, lib string, dirs []string) []string {
+	var out []string
+	if v := os.Getenv(env); v != "" {
+		out = append(out, v)
+	}
+	var pats []string
+	for _, d := range dirs {
+		pats = append(pats, filepath.Join(d, lib+".[0-9]*"), filepath.Join(d, lib))
+	}
+	return append(append(out, Candidates(pats...)...), lib)
+}
+
+// SoMajor is the first number after ".so." in a library path (0 if none).
+func SoMajor(path string) int {
+	_, after, ok := strings.Cut(filepath.Base(path), ".so.")
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, c := range after {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// SymMap looks up every symbol in names; it fails on the first missing.
+func (l *Lib) SymMap(names []string) (map[string]Sym, error) {
+	m := make(map[string]Sym, len(names))
+	for _, name := range names {
+		s, err := l.Sym(name)
+		if err != nil {
+			return nil, err
+		}
+		m[name] = s
+	}
+	return m, nil
+}
+
 // Candidates returns the files matching patterns (globs), deduplicated in
 // pattern order, newest version first within a pattern.
 func Candidates(patterns ...string) []string {

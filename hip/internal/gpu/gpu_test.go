@@ -89,3 +89,28 @@ func TestStatusSentinel(t *testing.T) {
 		}
 	}
 }
+
+func TestSoMajor(t *testing.T) {
+	for path, want := range map[string]int{
+		"/usr/lib/libcublas.so.12.4.5": 12, "libnvrtc.so.13": 13, "/x/libamdhip64.so": 0, "libfoo.so.x1": 0, "a.so.7b": 7,
+	} {
+		if got := SoMajor(path); got != want {
+			t.Errorf("SoMajor(%q) = %d, want %d", path, got, want)
+		}
+	}
+}
+
+func TestLibCandidates(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"libx.so", "libx.so.2", "libx.so.10", "liby.so.1"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("FORGEPIPE_TEST_LIBX", "/opt/libx.so")
+	got := LibCandidates("FORGEPIPE_TEST_LIBX", "libx.so", []string{dir, filepath.Join(dir, "missing")})
+	want := []string{"/opt/libx.so", filepath.Join(dir, "libx.so.10"), filepath.Join(dir, "libx.so.2"), filepath.Join(dir, "libx.so"), "libx.so"}
+	if !slices.Equal(got, want) {
+		t.Errorf("LibCandidates:\n got %q\nwant %q", got, want)
+	}
+}
