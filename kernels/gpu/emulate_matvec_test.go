@@ -76,22 +76,6 @@ func mvShapes(t gguf.Type) [][2]int {
 }
 
 // mvRef is the float64 product of the rows×cols matrix deq with x.
-func mvRef(deq, x []float32, rows, cols int) []float32 {
-	ref := make([]float32, rows)
-	for r := range ref {
-		ref[r] = float32(mvDotF64(deq[r*cols:(r+1)*cols], x))
-	}
-	return ref
-}
-
-func mvDotF64(a, b []float32) float64 {
-	var s float64
-	for i := range a {
-		s += float64(a[i]) * float64(b[i])
-	}
-	return s
-}
-
 // guarded downloads n float32 at p followed by guard values that must
 // still be NaN, and returns the n.
 func (e *env) guarded(what string, p hip.DevicePtr, n, guard int) []float32 {

@@ -231,6 +231,20 @@ func shapes(t gguf.Type) [][2]int {
 	return s
 }
 
+// mvRef is the reference matrix-vector product of rows×cols weights deq
+// (dequantised) with x, summed in float64.
+func mvRef(deq, x []float32, rows, cols int) []float32 {
+	ref := make([]float32, rows)
+	for r := range ref {
+		var s float64
+		for c, w := range deq[r*cols : (r+1)*cols] {
+			s += float64(w) * float64(x[c])
+		}
+		ref[r] = float32(s)
+	}
+	return ref
+}
+
 func TestMatVec(t *testing.T) {
 	e := newEnv(t, 1)
 	for _, typ := range Types() {
@@ -238,14 +252,7 @@ func TestMatVec(t *testing.T) {
 			rows, cols := sh[0], sh[1]
 			data, deq := e.randWeights(typ, rows, cols)
 			x := e.randVec(cols)
-			ref := make([]float32, rows)
-			for r := range ref {
-				var s float64
-				for c, w := range deq[r*cols : (r+1)*cols] {
-					s += float64(w) * float64(x[c])
-				}
-				ref[r] = float32(s)
-			}
+			ref := mvRef(deq, x, rows, cols)
 			w, xd := e.upload(data), e.uploadF32(x)
 			for _, rpb := range []int{1, 2, 4} {
 				for _, decoded := range []bool{false, true} {

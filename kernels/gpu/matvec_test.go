@@ -103,14 +103,7 @@ func TestMatVecGridStride(t *testing.T) {
 		rows, cols := 37, 1024
 		data, deq := e.randWeights(typ, rows, cols)
 		x := e.randVec(cols)
-		ref := make([]float32, rows)
-		for r := range ref {
-			var s float64
-			for c, w := range deq[r*cols : (r+1)*cols] {
-				s += float64(w) * float64(x[c])
-			}
-			ref[r] = float32(s)
-		}
+		ref := mvRef(deq, x, rows, cols)
 		w, xd := e.upload(data), e.uploadF32(x)
 		for _, grid := range []int{1, 3} {
 			e.k.mvt = mvTune{gridCap: grid}
