@@ -192,6 +192,7 @@ func openDevice(name string, cfg *model.Config, ctxSize, maxBatch int, log zerol
 	if name == "" {
 		name = "auto"
 	}
+	start := time.Now()
 	dev, err := hip.Open(name, hip.Options{Logger: &log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("backend %q: %w", name, err)
@@ -199,9 +200,13 @@ func openDevice(name string, cfg *model.Config, ctxSize, maxBatch int, log zerol
 	if _, ok := dev.(uploader.HostViewer); ok {
 		return dev, nil, nil
 	}
+	opened := time.Now()
 	rt, err := gpustep.New(dev, cfg, gpustep.Options{ContextSize: ctxSize, MaxBatch: maxBatch})
 	if err == nil {
-		log.Info().Str("driver", dev.Driver()).Str("device", dev.Name()).Msg("layers compute on the GPU")
+		// The start-up costs that the file's read-ahead overlaps: the
+		// driver (context, libraries) and the runtime (kernels, BLAS).
+		log.Info().Str("driver", dev.Driver()).Str("device", dev.Name()).
+			Dur("open", opened.Sub(start)).Dur("runtime", time.Since(opened)).Msg("layers compute on the GPU")
 		return dev, rt, nil
 	}
 	dev.Close()

@@ -28,6 +28,27 @@ func Dim2(x, y uint32) Dim3 { return Dim3{x, y, 1} }
 
 func (d Dim3) String() string { return fmt.Sprintf("(%d,%d,%d)", d.X, d.Y, d.Z) }
 
+// LaunchConfig is how LaunchEx runs a kernel.
+type LaunchConfig struct {
+	// Grid and Block are the grid of blocks and the threads of a block.
+	Grid, Block Dim3
+	// SharedMem is the dynamic shared memory of a block, in bytes.
+	SharedMem uint32
+	// Dependent lets the kernel's blocks be scheduled before the kernel
+	// enqueued before it on the stream has finished (programmatic dependent
+	// launch, CUDA compute capability 9.0 and later, captured into graphs
+	// as programmatic edges), hiding the launch gap between the two. It is
+	// a promise about the kernel: every thread executes griddepcontrol.wait
+	// (kernels/gpu's FP_GRID_WAIT) before it reads or writes global memory
+	// that earlier work on the stream reads or writes, and before it exits;
+	// that wait returns once the work before it is complete and visible.
+	// Work after a dependent kernel waits for all of it, as ever. Drivers and
+	// devices without programmatic launch (rocm, host, CUDA before sm_90 or
+	// driver 12.3) run the kernel as an ordinary launch, so stream order
+	// holds everywhere.
+	Dependent bool
+}
+
 // Options configure Open.
 type Options struct {
 	// Device is the ordinal of the GPU to open (GPU drivers only).
@@ -118,8 +139,13 @@ type Stream interface {
 	// dst must be 4-byte aligned.
 	MemsetD32Async(dst DevicePtr, v uint32, count int64) error
 
-	// Launch runs kernel f on a grid of blocks (hipModuleLaunchKernel).
+	// Launch runs kernel f on a grid of blocks (hipModuleLaunchKernel). It
+	// is LaunchEx with Dependent false.
 	Launch(f Function, grid, block Dim3, sharedMem uint32, args ...Arg) error
+	// LaunchEx runs kernel f as c says: an ordinary launch, or
+	// cuLaunchKernelEx with programmatic stream serialization for a
+	// dependent one where the device has it. Errors name the call made.
+	LaunchEx(f Function, c LaunchConfig, args ...Arg) error
 	// LaunchHostFunc calls fn on a host thread once the work before it is done
 	// (hipLaunchHostFunc); later work waits for fn to return. fn must not
 	// call blocking runtime functions (Synchronize).
@@ -142,9 +168,9 @@ type Stream interface {
 
 	// BeginCapture starts recording the stream (hipStreamBeginCapture, relaxed
 	// mode): work enqueued on it afterwards is recorded, not run, until
-	// EndCapture. Launch, MemcpyDtoDAsync, MemsetD8Async and MemsetD32Async
-	// may be captured on every driver; other calls while capturing fail with
-	// ErrNotSupported on drivers that cannot capture them.
+	// EndCapture. Launch, LaunchEx, MemcpyDtoDAsync, MemsetD8Async and
+	// MemsetD32Async may be captured on every driver; other calls while
+	// capturing fail with ErrNotSupported on drivers that cannot capture them.
 	//
 	// While the stream is capturing, Query, Synchronize and the device's
 	// Synchronize see only the work enqueued on it before BeginCapture.

@@ -449,6 +449,12 @@ func (s *hostStream) Launch(f Function, grid, block Dim3, sharedMem uint32, args
 	return s.captured(s.launch(f, grid, block, sharedMem, args))
 }
 
+// LaunchEx is Launch: the host driver runs a stream's operations one after
+// another, so a dependent kernel is an ordinary one.
+func (s *hostStream) LaunchEx(f Function, c LaunchConfig, args ...Arg) error {
+	return s.captured(s.launch(f, c.Grid, c.Block, c.SharedMem, args))
+}
+
 func (s *hostStream) launch(f Function, grid, block Dim3, sharedMem uint32, args []Arg) error {
 	const name = "hipModuleLaunchKernel"
 	hf, ok := f.(*hostFunction)

@@ -267,7 +267,7 @@ func TestGPUPipelineConcurrentMatchesSolo(t *testing.T) {
 func gpuConcurrent(t *testing.T, mode gpuMode) {
 	for _, tc := range []struct{ name, path string }{
 		{"bundled-f16", testutil.BundledModel(t)},           // batches through GEMMs
-		{"llama-q8_0", gpuSynth(t, "llama", gguf.TypeQ8_0)}, // up to 8 rows: MatVecQ8Rows
+		{"llama-q8_0", gpuSynth(t, "llama", gguf.TypeQ8_0)}, // 16 rows: MatVecQ8Rows in chunks of 8
 		{"qwen2-q4_k", gpuSynth(t, "qwen2", gguf.TypeQ4_K)}, // with biases
 	} {
 		t.Run(tc.name, func(t *testing.T) { concurrentMatchesSolo(t, mode, tc.path) })

@@ -19,8 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,9 +86,6 @@ type Stats struct {
 	PeakResident  atomic.Int64 // the most ResidentBytes has been
 	GlobalsBytes  atomic.Int64 // embedding, output and norm weights (resident, outside the budget)
 }
-
-// align is the alignment of each tensor in a layer's allocation.
-const align = 256
 
 type phase int
 
@@ -220,37 +215,12 @@ func (a *uploaderActor) setup() error {
 	return nil
 }
 
-// tensorRank orders a layer's tensors on the device so that the matrices
-// one input feeds lie back to back (Q, K, V; gate, up): a GPU step of one
-// row multiplies each group in one launch.
-var tensorRank = map[string]int{"attn_norm.weight": 0, "attn_q.weight": 1, "attn_k.weight": 2, "attn_v.weight": 3,
-	"attn_output.weight": 4, "ffn_norm.weight": 5, "ffn_gate.weight": 6, "ffn_up.weight": 7, "ffn_down.weight": 8}
-
-func rankOf(name string) int {
-	if i := strings.IndexByte(name, '.'); strings.HasPrefix(name, "blk.") && i >= 0 {
-		rest := name[i+1:]
-		if j := strings.IndexByte(rest, '.'); j >= 0 {
-			if r, ok := tensorRank[rest[j+1:]]; ok {
-				return r
-			}
-		}
-	}
-	return len(tensorRank)
-}
-
 func (a *uploaderActor) entry(layer int) *entry {
 	e := a.st.entries[layer]
 	if e == nil {
-		e = &entry{layer: layer, tensors: loader.LayerTensors(a.cfg.Header, layer)}
-		if a.cfg.GPU != nil {
-			e.tensors = slices.Clone(e.tensors)
-			slices.SortStableFunc(e.tensors, func(x, y *gguf.TensorInfo) int { return rankOf(x.Name) - rankOf(y.Name) })
-		}
-		for _, t := range e.tensors {
-			e.bytes = (e.bytes + align - 1) / align * align
-			e.offsets = append(e.offsets, e.bytes)
-			e.bytes += int64(t.Size)
-		}
+		e = &entry{layer: layer}
+		// On a GPU, Q, K, V and gate, up back to back (gpustep fuses them).
+		e.tensors, e.offsets, e.bytes = gpustep.Layout(loader.LayerTensors(a.cfg.Header, layer))
 		a.st.entries[layer] = e
 	}
 	return e

@@ -19,7 +19,12 @@
 // itself. Pinned memory (HostAlloc, HostRegister) is the fast path.
 // Stream capture is cuStreamBeginCapture_v2 in relaxed mode, ended by
 // cuStreamEndCapture and cuGraphInstantiateWithFlags; a graph launch is one
-// cuGraphLaunch, however many kernels it holds.
+// cuGraphLaunch, however many kernels it holds. A dependent launch
+// (hip.LaunchConfig.Dependent) is cuLaunchKernelEx with
+// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION on GPUs of compute
+// capability 9.0 and later with a driver of CUDA 12.3 or later (the first
+// to capture it into a graph, as a programmatic edge); elsewhere it is an
+// ordinary cuLaunchKernel.
 //
 // Libraries are looked up in this order: $FORGEPIPE_NVRTC / $FORGEPIPE_CUBLAS
 // (paths), $CUDA_HOME and $CUDA_PATH, /usr/local/cuda*, the system library
@@ -141,6 +146,12 @@ const (
 	eventDisableTiming      = 0x2 // CU_EVENT_DISABLE_TIMING
 	notReady                = 600 // CUDA_ERROR_NOT_READY
 	captureModeRelaxed      = 2   // CU_STREAM_CAPTURE_MODE_RELAXED
+
+	launchAttrProgrammatic = 6 // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+	// Programmatic dependent launch needs compute capability 9.0; stream
+	// capture records it as a programmatic graph edge from CUDA 12.3.
+	programmaticMinMajor  = 9
+	programmaticMinDriver = 12030
 )
 
 // Open opens GPU opts.Device. It fails with hip.ErrNotSupported when
@@ -225,6 +236,11 @@ func Open(opts hip.Options, cfg Config) (*Device, error) {
 		ModuleLoadData: sym["cuModuleLoadData"], ModuleUnload: sym["cuModuleUnload"],
 		ModuleGetFunction: sym["cuModuleGetFunction"], LaunchKernel: sym["cuLaunchKernel"],
 		LaunchHostFunc: sym["cuLaunchHostFunc"], CtxSynchronize: sym["cuCtxSynchronize"],
+	}
+	if major >= programmaticMinMajor && driver.version >= programmaticMinDriver {
+		if ex, err := driver.lib.Sym("cuLaunchKernelEx"); err == nil {
+			api.LaunchKernelEx, api.LaunchAttrProgrammatic = ex, launchAttrProgrammatic
+		}
 	}
 	if g, err := graphSyms(); err != nil {
 		api.GraphsMissing = err.Error()

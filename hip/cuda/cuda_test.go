@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,20 @@ func TestAutoPicksCUDA(t *testing.T) {
 func TestConformance(t *testing.T) {
 	dev := open(t, "")
 	hiptest.Conformance(t, dev)
+}
+
+// TestDependentLaunchAvailable: dependent launches use cuLaunchKernelEx on
+// sm_90 and later with a CUDA 12.3 driver or later, and only there.
+func TestDependentLaunchAvailable(t *testing.T) {
+	dev := open(t, "")
+	cc, err := strconv.Atoi(strings.TrimPrefix(dev.Arch(), "sm_")) // major and a one-digit minor
+	must(t, err)
+	major := cc / 10
+	want := major >= programmaticMinMajor && driver.version >= programmaticMinDriver
+	t.Logf("%s, driver %d: dependent launch %v", dev.Arch(), driver.version, dev.DependentLaunch())
+	if dev.DependentLaunch() != want {
+		t.Fatalf("DependentLaunch() = %v on %s with driver %d, want %v", dev.DependentLaunch(), dev.Arch(), driver.version, want)
+	}
 }
 
 // TestKernelCache: the first load compiles, a second load and a second
@@ -274,6 +289,7 @@ func TestLaunchOverhead(t *testing.T) {
 	p, err := dev.Malloc(64)
 	must(t, err)
 	args := []hip.Arg{hip.Ptr(p), hip.Uint32(1), hip.Uint32(2)}
+	dependent := hip.LaunchConfig{Grid: hip.Dim1(1), Block: hip.Dim1(32), Dependent: true}
 	sym := driver.sym["cuLaunchKernel"]
 	fh, sh := gpu.FunctionHandle(f), gpu.StreamHandle(s)
 	params := new([3]uint64)
@@ -288,6 +304,7 @@ func TestLaunchOverhead(t *testing.T) {
 		launch func()
 	}{
 		{"Launch", func() { must(t, s.Launch(f, hip.Dim1(1), hip.Dim1(32), 0, args...)) }},
+		{"LaunchEx dependent", func() { must(t, s.LaunchEx(f, dependent, args...)) }},
 		{"gpu.Call(cuLaunchKernel)", func() {
 			if st := gpu.Call(sym, fh, 1, 1, 1, 32, 1, 1, 0, sh, pp, 0); st != 0 {
 				t.Fatal(cuErr("cuLaunchKernel", st))
@@ -346,18 +363,21 @@ func TestLaunchOverhead(t *testing.T) {
 	}
 	t.Logf("cheap calls: %s", strings.Join(line, ", "))
 
-	// GPU time per empty kernel, launches back to back.
+	// GPU time per empty kernel, launches back to back, ordinary and dependent.
 	start, stop := mustEvent(t, dev), mustEvent(t, dev)
-	must(t, start.Record(s))
-	const n = 2000
-	for range n {
-		must(t, s.Launch(f, hip.Dim1(1), hip.Dim1(32), 0, args...))
+	for _, dep := range []bool{false, true} {
+		must(t, start.Record(s))
+		const n = 2000
+		for range n {
+			must(t, s.LaunchEx(f, hip.LaunchConfig{Grid: hip.Dim1(1), Block: hip.Dim1(32), Dependent: dep}, args...))
+		}
+		must(t, stop.Record(s))
+		must(t, stop.Synchronize(ctx(t)))
+		ms, err := dev.EventElapsedTime(start, stop)
+		must(t, err)
+		t.Logf("device: %.2f µs per empty kernel, %d launched back to back (dependent %v, programmatic %v)",
+			float64(ms)*1000/n, n, dep, dev.DependentLaunch())
 	}
-	must(t, stop.Record(s))
-	must(t, stop.Synchronize(ctx(t)))
-	ms, err := dev.EventElapsedTime(start, stop)
-	must(t, err)
-	t.Logf("device: %.2f µs per empty kernel, %d launched back to back", float64(ms)*1000/n, n)
 }
 
 // TestHostFuncPanic: a host function that panics fails its stream with
@@ -484,7 +504,8 @@ func TestGemmThroughput(t *testing.T) {
 
 // BenchmarkGraphLaunch enqueues 16 small kernels (hiptest_step over 1024
 // words, 4 blocks of 256 threads) as 16 Launch calls or as one launch of a
-// graph captured from those calls. "queued" enqueues batches of 16 such
+// graph captured from those calls, each ordinary or dependent
+// (hip.LaunchConfig; programmatic on sm_90 and later). "queued" enqueues batches of 16 such
 // steps behind a kernel that holds the stream, then releases it: host time
 // per step is the enqueueing alone, GPU time (events) the kernels back to
 // back with no host gaps. "synced" waits for each step before the next, as
@@ -508,22 +529,30 @@ func BenchmarkGraphLaunch(b *testing.B) {
 	must(b, err)
 	flag, err := dev.Malloc(4)
 	must(b, err)
-	launch16 := func(s hip.Stream) error {
-		for i := range kernels {
-			if err := s.Launch(f, hip.Dim1(words/256), hip.Dim1(256), 0, hip.Ptr(x), hip.Uint32(words), hip.Uint32(uint32(i))); err != nil {
-				return err
+	launches := func(dependent bool) func(s hip.Stream) error {
+		c := hip.LaunchConfig{Grid: hip.Dim1(words / 256), Block: hip.Dim1(256), Dependent: dependent}
+		return func(s hip.Stream) error {
+			for i := range kernels {
+				if err := s.LaunchEx(f, c, hip.Ptr(x), hip.Uint32(words), hip.Uint32(uint32(i))); err != nil {
+					return err
+				}
 			}
+			return nil
 		}
-		return nil
 	}
-	must(b, s.BeginCapture())
-	must(b, launch16(s))
-	g, err := s.EndCapture()
-	must(b, err)
-	defer g.Destroy()
-	if g.Nodes() != kernels {
-		b.Fatalf("graph of %d nodes, want %d", g.Nodes(), kernels)
+	launch16, launch16dep := launches(false), launches(true)
+	capture := func(launch func(hip.Stream) error) hip.Graph {
+		must(b, s.BeginCapture())
+		must(b, launch(s))
+		g, err := s.EndCapture()
+		must(b, err)
+		b.Cleanup(func() { g.Destroy() })
+		if g.Nodes() != kernels {
+			b.Fatalf("graph of %d nodes, want %d", g.Nodes(), kernels)
+		}
+		return g
 	}
+	g, gdep := capture(launch16), capture(launch16dep)
 	start, stop := mustEvent(b, dev), mustEvent(b, dev)
 	for _, mode := range []struct {
 		name string
@@ -531,6 +560,8 @@ func BenchmarkGraphLaunch(b *testing.B) {
 	}{
 		{"Launch×16", launch16},
 		{"Graph", g.Launch},
+		{"Launch×16-dependent", launch16dep},
+		{"Graph-dependent", gdep.Launch},
 	} {
 		b.Run(mode.name+"/queued", func(b *testing.B) {
 			var host time.Duration

@@ -274,3 +274,85 @@ func testGraphFault(t *testing.T, e *env) {
 	must(t, g.Launch(b)) // another stream is unaffected until the fault runs there
 	wantCallErr(t, b.Synchronize(guard(t)), hip.ErrLaunchFailure)
 }
+
+// testDependentLaunch: dependent launches (hip.LaunchConfig.Dependent) keep
+// stream order on every driver. A chain of order-dependent kernels, most of
+// them dependent, with ordinary launches, copies and memsets between them,
+// runs behind a blocked kernel, then captured into a graph launched twice:
+// each run must give the CPU's result.
+func testDependentLaunch(t *testing.T, e *env) {
+	s := e.stream(t)
+	const n = 1000
+	stepFn, fill := e.fn(t, "hiptest_step"), e.fn(t, "hiptest_fill")
+	x, y := e.malloc(t, 4*n), e.malloc(t, 4*n)
+	dep := hip.LaunchConfig{Grid: hip.Dim1((n + 255) / 256), Block: hip.Dim1(256), Dependent: true}
+	initial := iota32(n, 7, 1)
+	// chain enqueues the work on s and returns the kernels it launched.
+	chain := func(model []uint32) int64 {
+		kernels := int64(0)
+		for i := range uint32(60) {
+			must(t, s.LaunchEx(stepFn, dep, hip.Ptr(x), hip.Uint32(n), hip.Uint32(i)))
+			step(model, i)
+			kernels++
+			switch i % 6 {
+			case 1: // an ordinary launch between dependent ones
+				launch1D(t, s, stepFn, n, hip.Ptr(x), hip.Uint32(n), hip.Uint32(500+i))
+				step(model, 500+i)
+				kernels++
+			case 2: // a memset, then a dependent kernel over part of what it set
+				must(t, s.MemsetD32Async(x.Add(4*int64(i)), 0x5a5a5a5a+i, 17))
+				for j := range 17 {
+					model[int(i)+j] = 0x5a5a5a5a + i
+				}
+				must(t, s.LaunchEx(fill, hip.LaunchConfig{Grid: hip.Dim1(1), Block: hip.Dim1(32), Dependent: true},
+					hip.Ptr(x.Add(4*int64(i)+8)), hip.Uint32(5), hip.Uint32(i)))
+				for j := 2; j < 7; j++ {
+					model[int(i)+j] = i
+				}
+				kernels++
+			case 4: // a round trip through y
+				must(t, s.MemcpyDtoDAsync(y, x, 4*n))
+				must(t, s.LaunchEx(stepFn, dep, hip.Ptr(y), hip.Uint32(n), hip.Uint32(1000+i)))
+				must(t, s.MemcpyDtoDAsync(x, y, 4*n))
+				step(model, 1000+i)
+				kernels++
+			}
+		}
+		return kernels
+	}
+
+	// Directly, queued behind a blocked kernel.
+	must(t, s.MemcpyHtoDAsync(x, u32bytes(slices.Clone(initial))))
+	syncStream(t, s)
+	g := e.newGate(t)
+	must(t, g.block(s))
+	st0 := e.dev.Stats()
+	model := slices.Clone(initial)
+	kernels := chain(model)
+	if got := e.dev.Stats().Launches - st0.Launches; got != kernels {
+		t.Errorf("Stats.Launches grew by %d over %d launches", got, kernels)
+	}
+	wantCallErr(t, s.Query(), hip.ErrNotReady)
+	g.release()
+	equalU32(t, "x after dependent launches", download(t, s, x, n), model)
+
+	// Captured.
+	must(t, s.BeginCapture())
+	model = slices.Clone(initial)
+	chain(model)
+	graph := endCapture(t, s)
+	for i := range 2 {
+		must(t, s.MemcpyHtoDAsync(x, u32bytes(slices.Clone(initial))))
+		must(t, graph.Launch(s))
+		equalU32(t, "x after a graph of dependent launches", download(t, s, x, n), model)
+		if t.Failed() {
+			t.Fatalf("graph launch %d", i)
+		}
+	}
+
+	// A dependent launch checks its configuration as Launch does.
+	bad := dep
+	bad.Grid.Y = 0
+	wantCallErr(t, s.LaunchEx(stepFn, bad, hip.Ptr(x), hip.Uint32(n), hip.Uint32(0)), hip.ErrInvalidValue)
+	syncStream(t, s)
+}

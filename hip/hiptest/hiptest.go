@@ -72,6 +72,7 @@ func Run(t *testing.T, dev hip.Device, cfg Config) {
 		{"GraphEmpty", testGraphEmpty, false},
 		{"CaptureWaits", testCaptureWaits, false},
 		{"CaptureErrors", testCaptureErrors, false},
+		{"DependentLaunch", testDependentLaunch, false},
 		{"KernelPanicIsSticky", testKernelPanic, true},
 		{"KernelErrorIsSticky", testKernelError, true},
 		{"FreeBeforeQueuedUse", testFreeBeforeQueuedUse, true},

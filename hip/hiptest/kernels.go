@@ -16,16 +16,30 @@ import (
 // The host driver runs the Go versions registered below under the same
 // names. hiptest_gate, hiptest_panic and hiptest_touch exist only on the
 // host: a GPU kernel cannot wait on a Go channel, and a GPU fault poisons
-// the whole context rather than one stream.
+// the whole context rather than one stream. hiptest_empty, hiptest_fill
+// and hiptest_step may be launched as dependent (hip.LaunchConfig): they
+// wait for the work before them first.
 const Source = `
-extern "C" __global__ void hiptest_empty() {}
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(__HIP__) && !defined(__HIPCC_RTC__)
+#define HIPTEST_DEPENDENT()                                \
+	do {                                                   \
+		asm volatile("griddepcontrol.launch_dependents;");  \
+		asm volatile("griddepcontrol.wait;" ::: "memory");  \
+	} while (0)
+#else
+#define HIPTEST_DEPENDENT() do {} while (0)
+#endif
+
+extern "C" __global__ void hiptest_empty() { HIPTEST_DEPENDENT(); }
 
 extern "C" __global__ void hiptest_fill(unsigned int* x, unsigned int n, unsigned int v) {
+	HIPTEST_DEPENDENT();
 	for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += blockDim.x * gridDim.x)
 		x[j] = v;
 }
 
 extern "C" __global__ void hiptest_step(unsigned int* x, unsigned int n, unsigned int i) {
+	HIPTEST_DEPENDENT();
 	for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += blockDim.x * gridDim.x)
 		x[j] = x[j] * 3u + i + j;
 }

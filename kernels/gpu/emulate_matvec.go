@@ -148,22 +148,24 @@ func (v mvWeights) matVec() hip.HostKernel {
 	}
 }
 
-// matVec8 emulates matvec8_<t>_r<R>(w, xq, y, rows, cols, rowBytes) and,
-// when staged, matvec8s_<t>_r<R>(…, wc): y[r] = (row r of w) · the
-// dequantised int8 activations xq (QuantizeActQ8's layout). matvec8 writes
-// the rows of its grid's blocks (block b: rows bR..bR+R-1); matvec8s
-// strides over the row groups and writes them all.
+// matVec8 emulates matvec8_<t>_r<R>(w, xq, y, rows, cols, rowBytes, res)
+// and, when staged, matvec8s_<t>_r<R>(…, rowBytes, wc, res): y[r] = (row r
+// of w) · the dequantised int8 activations xq (QuantizeActQ8's layout),
+// rounded to float32, plus res[r] in float32 when res is not null (res may
+// be y). matvec8 writes the rows of its grid's blocks (block b: rows
+// bR..bR+R-1); matvec8s strides over the row groups and writes them all.
 func (v mvWeights) matVec8(rowsPerBlock int, staged bool) hip.HostKernel {
 	return func(l *hip.HostLaunch) error {
 		m, err := v.matrix(l, l.Arg(0).Ptr(), l.Arg(3).Int32(), l.Arg(4).Int32(), l.Arg(5).Int64())
 		if err != nil {
 			return err
 		}
-		rows := m.rows
+		rows, resArg := m.rows, 6
 		if staged {
 			if wc := l.Arg(6).Int32(); wc < 1 {
 				return fmt.Errorf("%w: %d warps per row group", hip.ErrInvalidValue, wc)
 			}
+			resArg = 7
 		} else {
 			rows = mvGridRows(l, rowsPerBlock, m.rows)
 		}
@@ -175,12 +177,22 @@ func (v mvWeights) matVec8(rowsPerBlock int, staged bool) hip.HostKernel {
 		if err != nil {
 			return err
 		}
+		var res []float32
+		if p := l.Arg(resArg).Ptr(); p != 0 && rows > 0 {
+			if res, err = l.Float32s(p, rows); err != nil {
+				return err
+			}
+		}
 		w := make([]float32, m.cols)
 		for r := range y {
 			if err := m.row(r, w); err != nil {
 				return err
 			}
-			y[r] = float32(mvDotQ8(w, xq, xd))
+			p := float32(mvDotQ8(w, xq, xd))
+			if res != nil {
+				p += res[r] // add_f32's one rounding; res[r] is read before y[r] is written
+			}
+			y[r] = p
 		}
 		return nil
 	}
@@ -224,15 +236,21 @@ func (v mvWeights) matVecRows(rowsPerBlock, n int) hip.HostKernel {
 
 // dequant emulates dequant_<t>_f32 and dequant_<t>_f16(w, out, rows, cols,
 // rowBytes): the whole matrix as float32, or as IEEE half rounded to
-// nearest even. The kernel gives each thread one chunk of a block; a grid
-// with fewer threads than chunks fails here.
+// nearest even. The kernel gives each thread one unit of values (a block,
+// chunks of one, or one value), in blocks of dequantBlock threads but for
+// the one-value variants; a grid with fewer threads than units, or other
+// blocks, fails here.
 func (v mvWeights) dequant(half bool) hip.HostKernel {
 	return func(l *hip.HostLaunch) error {
 		m, err := v.matrix(l, l.Arg(0).Ptr(), l.Arg(2).Int32(), l.Arg(3).Int32(), l.Arg(4).Int64())
 		if err != nil {
 			return err
 		}
-		if err := v.checkThreads(l, int64(m.rows)*int64(v.chunksPerRow(m.cols))); err != nil {
+		g := geometry{suffix: v.suffix, qk: v.qk}
+		if g.qk > 1 && l.Block.X != dequantBlock {
+			return fmt.Errorf("%w: dequant_%s in blocks of %d threads (want %d)", hip.ErrInvalidValue, v.suffix, l.Block.X, dequantBlock)
+		}
+		if err := v.checkThreads(l, dequantThreads(v.t, g, m.rows, m.cols)); err != nil {
 			return err
 		}
 		n := m.rows * m.cols
@@ -304,8 +322,8 @@ func (v mvWeights) embed() hip.HostKernel {
 	}
 }
 
-// chunksPerRow is the number of threads the dequant and embed kernels
-// give a row of cols values.
+// chunksPerRow is the number of threads the embed kernels give a row of
+// cols values.
 func (v mvWeights) chunksPerRow(cols int) int {
 	return chunksPerRow(v.t, geometry{suffix: v.suffix, qk: v.qk}, cols)
 }

@@ -271,6 +271,12 @@ func TestEmulateMatVecQ8(t *testing.T) {
 	}
 }
 
+// TestEmulateMatVecQ8Add checks the residual of matvec8 and matvec8s:
+// the emulation's y = W·x + res bit for bit as its MatVecQ8 then Add.
+func TestEmulateMatVecQ8Add(t *testing.T) {
+	emulatedEnv(t, 42).checkMatVecQ8Add(t)
+}
+
 // TestEmulateMatVecRows checks mvrows against MatVecQ8 on each activation
 // row quantised alone (the same int8 values and scales, so float32
 // rounding only), and the NaN guard after y.
@@ -324,8 +330,12 @@ func TestEmulateSmallGrids(t *testing.T) {
 	xq := e.alloc(ActQ8Bytes(n * cols))
 	e.check(e.k.QuantizeActQ8(e.s, e.uploadF32(x), xq, n*cols))
 	rb := int64(len(data) / rows)
-	args := func(y hip.DevicePtr) []hip.Arg {
-		return []hip.Arg{hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb)}
+	args := func(name string, y hip.DevicePtr) []hip.Arg {
+		a := []hip.Arg{hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb)}
+		if strings.HasPrefix(name, "matvec8_") {
+			a = append(a, hip.Ptr(0)) // no residual
+		}
+		return a
 	}
 	tests := []struct {
 		name    string
@@ -340,7 +350,7 @@ func TestEmulateSmallGrids(t *testing.T) {
 	}
 	for _, tc := range tests {
 		y := e.poisoned(tc.outs)
-		e.check(e.s.Launch(e.k.fn(tc.name), hip.Dim1(tc.grid), hip.Dim1(128), 0, args(y)...))
+		e.check(e.s.Launch(e.k.fn(tc.name), hip.Dim1(tc.grid), hip.Dim1(128), 0, args(tc.name, y)...))
 		for i, v := range e.download(y, tc.outs) {
 			if nan := math.IsNaN(float64(v)); nan == tc.written(i) {
 				t.Errorf("%s on %d blocks: output %d = %v", tc.name, tc.grid, i, v)
@@ -596,7 +606,7 @@ func TestEmulateBadLaunches(t *testing.T) {
 	}{
 		{"matvec_q4_0_r2", 2, []hip.Arg{hip.Ptr(w), hip.Ptr(buf), hip.Ptr(buf.Add(2048)), hip.Int32(4), hip.Int32(48), hip.Int64(18 * 2)}},
 		{"matvec_q4_0_r2", 2, []hip.Arg{hip.Ptr(w), hip.Ptr(buf), hip.Ptr(buf.Add(2048)), hip.Int32(400), hip.Int32(64), hip.Int64(36)}},
-		{"matvec8s_q4_0_r2", 1, []hip.Arg{hip.Ptr(w), hip.Ptr(buf), hip.Ptr(buf.Add(2048)), hip.Int32(4), hip.Int32(64), hip.Int64(36), hip.Int32(0)}},
+		{"matvec8s_q4_0_r2", 1, []hip.Arg{hip.Ptr(w), hip.Ptr(buf), hip.Ptr(buf.Add(2048)), hip.Int32(4), hip.Int32(64), hip.Int64(36), hip.Int32(0), hip.Ptr(0)}},
 		{"dequant_q4_0_f32", 1, []hip.Arg{hip.Ptr(w), hip.Ptr(buf), hip.Int32(4), hip.Int32(64), hip.Int64(36)}},
 		{"quantize_act_q8", 1, []hip.Arg{hip.Ptr(buf), hip.Ptr(buf.Add(2048)), hip.Int32(40)}},
 	}
@@ -605,7 +615,7 @@ func TestEmulateBadLaunches(t *testing.T) {
 		e.check(err)
 		block := uint32(128)
 		if strings.HasPrefix(tc.name, "dequant") {
-			block = 4 // 4 threads for 8 chunks
+			block = 4 // 4 threads for 8 units, and not dequantBlock
 		}
 		e.check(s.Launch(e.k.fn(tc.name), hip.Dim1(tc.grid), hip.Dim1(block), 0, tc.args...))
 		if err := s.Synchronize(context.Background()); !errors.Is(err, hip.ErrLaunchFailure) {

@@ -40,7 +40,7 @@ func opsEmulations() map[string]hip.HostKernel {
 		"attn_split_f32":        emulateAttnSplit,
 		"attn_combine_f32":      emulateAttnCombine,
 		"kv_store_f32":          emulateKVStore,
-		"attn_rows_combine_f32": emulateAttnCombine, // the same merge, empty pieces skipped
+		"attn_rows_combine_f32": emulateAttnRowsCombine,
 	}
 	for d, name := range rowsSplitKernels {
 		m[name] = emulateAttnRowsSplit(d)
@@ -624,9 +624,9 @@ func emulateAttnSplit(l *hip.HostLaunch) error {
 	return nil
 }
 
-// emulateAttnCombine is attn_combine_f32 and attn_rows_combine_f32 (out,
-// part, nHead, headDim, nSplit), grid (heads, rows): each row and head's
-// partials merged (mergePieces).
+// emulateAttnCombine is attn_combine_f32(out, part, nHead, headDim,
+// nSplit), grid (heads, rows): each row and head's partials merged
+// (mergePieces).
 func emulateAttnCombine(l *hip.HostLaunch) error {
 	heads, rows := int(l.Grid.X), int(l.Grid.Y)
 	nHead, headDim, nSplit := int(l.Arg(2).Int32()), int(l.Arg(3).Int32()), int(l.Arg(4).Int32())
@@ -646,6 +646,91 @@ func emulateAttnCombine(l *hip.HostLaunch) error {
 		for h := range heads {
 			rh := r*nHead + h
 			mergePieces(out[rh*headDim:][:headDim], part[rh*nSplit*pw:][:nSplit*pw], nSplit)
+		}
+	}
+	return nil
+}
+
+// emulateAttnRowsCombine is attn_rows_combine_f32(out, part, nHead,
+// headDim, nSplit, xq, rowStride), grid (heads, rows): attn_rows_split's
+// merge (rowsScratch.merge) as a launch of its own.
+func emulateAttnRowsCombine(l *hip.HostLaunch) error {
+	heads, rows := int(l.Grid.X), int(l.Grid.Y)
+	nHead, headDim, nSplit := int(l.Arg(2).Int32()), int(l.Arg(3).Int32()), int(l.Arg(4).Int32())
+	if nHead <= 0 || headDim <= 0 || nSplit <= 0 || heads > nHead {
+		return fmt.Errorf("%s: %w: %d of %d heads of %d, %d pieces", l.Kernel, hip.ErrInvalidValue, heads, nHead, headDim, nSplit)
+	}
+	sc, err := viewRowsScratch(l, l.Arg(1).Ptr(), int(l.Arg(6).Int32()), rows, nHead, headDim, nSplit)
+	if err != nil {
+		return err
+	}
+	return sc.merge(l, l.Arg(0).Ptr(), l.Arg(5).Ptr(), rows, heads)
+}
+
+// rowsScratch is a view of attn_rows_split's scratch (see attention.cu):
+// per row, nHead uint32 arrival counters then nHead×nSplit partials of
+// headDim+2 float32, rowStride words in all.
+type rowsScratch struct {
+	words                  []float32
+	nHead, headDim, nSplit int
+	rowStride              int
+}
+
+// viewRowsScratch views the scratch of rows rows at p.
+func viewRowsScratch(l *hip.HostLaunch, p hip.DevicePtr, rowStride, rows, nHead, headDim, nSplit int) (rowsScratch, error) {
+	sc := rowsScratch{nHead: nHead, headDim: headDim, nSplit: nSplit, rowStride: rowStride}
+	if rowStride < nHead*(1+nSplit*(headDim+2)) {
+		return sc, fmt.Errorf("%s: %w: %d words per row of scratch, too few for %d heads of %d pieces of %d",
+			l.Kernel, hip.ErrInvalidValue, rowStride, nHead, nSplit, headDim)
+	}
+	var err error
+	sc.words, err = l.Float32s(p, (rows-1)*rowStride+nHead*(1+nSplit*(headDim+2)))
+	return sc, err
+}
+
+// partials returns head h's pieces of row r, nSplit·(headDim+2) values.
+func (sc rowsScratch) partials(r, h int) []float32 {
+	pw := sc.headDim + 2
+	return sc.words[r*sc.rowStride+sc.nHead+h*sc.nSplit*pw:][:sc.nSplit*pw]
+}
+
+// counter returns row r's arrival counter of block column y.
+func (sc rowsScratch) counter(r, y int) uint32 { return math.Float32bits(sc.words[r*sc.rowStride+y]) }
+
+// merge is attn_rows_merge over heads 0..heads-1 of each of the rows rows
+// into out (rows×nHead×headDim): each head's pieces merged (mergePieces,
+// empty pieces skipped), and, when xq is not 0, the int8 form of every
+// head it wrote, as quantize_act_q8 of all the rows' outputs at once
+// (mvQuantizeBlock per 32 values; rows·nHead·headDim int8, then the
+// scales).
+func (sc rowsScratch) merge(l *hip.HostLaunch, outPtr, xqPtr hip.DevicePtr, rows, heads int) error {
+	total := rows * sc.nHead * sc.headDim
+	out, err := l.Float32s(outPtr, total)
+	if err != nil {
+		return err
+	}
+	for r := range rows {
+		for h := range heads {
+			mergePieces(out[(r*sc.nHead+h)*sc.headDim:][:sc.headDim], sc.partials(r, h), sc.nSplit)
+		}
+	}
+	if xqPtr == 0 {
+		return nil
+	}
+	if sc.headDim%32 != 0 {
+		return fmt.Errorf("%s: %w: int8 output of heads of %d (want a multiple of 32)", l.Kernel, hip.ErrInvalidValue, sc.headDim)
+	}
+	q, err := hip.HostSlice[int8](l, xqPtr, total)
+	if err != nil {
+		return err
+	}
+	scales, err := l.Float32s(xqPtr.Add(int64(total)), total/32)
+	if err != nil {
+		return err
+	}
+	for r := range rows {
+		for i := r * sc.nHead * sc.headDim; i < (r*sc.nHead+heads)*sc.headDim; i += 32 {
+			scales[i/32] = mvQuantizeBlock(q[i:i+32], out[i:i+32])
 		}
 	}
 	return nil
@@ -693,22 +778,40 @@ func (a *rowsAttnArgs) context(l *hip.HostLaunch, r int) (ctx int, k, v []float3
 }
 
 // emulateAttnRowsSplit returns attn_rows_split_f32_d<maxDim>(part, q, meta,
-// n, layer, nHead, nKVHead, headDim, scale, minSplit), grid (nSplit, ·,
-// rows): every head's partial of piece s of each row's context, positions
-// [s·len, (s+1)·len) of 0..pos with len = max(minSplit, ⌈(pos+1)/nSplit⌉);
-// an empty piece, and every piece of a padding row, as m = −Inf alone.
+// n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride, out, xq),
+// grid (nSplit, ·, rows): every head's partial of piece s of each row's
+// context, positions [s·len, (s+1)·len) of 0..pos with len = max(minSplit,
+// ⌈(pos+1)/nSplit⌉), into the scratch (rowsScratch); an empty piece, and
+// every piece of a padding row, as m = −Inf alone. When out is not 0 the
+// pieces are then merged into out and xq (rowsScratch.merge), as the last
+// block of each row and column does on a GPU, which requires the column's
+// arrival counter to be zero (the scratch zeroed before its first use) and
+// leaves it so: a counter that is not fails the launch.
 func emulateAttnRowsSplit(maxDim int) hip.HostKernel {
 	return func(l *hip.HostLaunch) error {
-		nSplit, rows := int(l.Grid.X), int(l.Grid.Z)
+		nSplit, cols, rows := int(l.Grid.X), int(l.Grid.Y), int(l.Grid.Z)
 		a, err := readRowsAttnArgs(l, maxDim)
 		if err != nil {
 			return err
 		}
-		minSplit := int(l.Arg(9).Int32())
-		kvDim, group, pw := a.nKVHead*a.headDim, a.nHead/a.nKVHead, a.headDim+2
-		part, err := l.Float32s(l.Arg(0).Ptr(), rows*a.nHead*nSplit*pw)
+		minSplit, rowStride, out := int(l.Arg(9).Int32()), int(l.Arg(10).Int32()), l.Arg(11).Ptr()
+		kvDim, group := a.nKVHead*a.headDim, a.nHead/a.nKVHead
+		if cols > a.nHead {
+			return fmt.Errorf("%s: %w: %d block columns for %d heads", l.Kernel, hip.ErrInvalidValue, cols, a.nHead)
+		}
+		sc, err := viewRowsScratch(l, l.Arg(0).Ptr(), rowStride, rows, a.nHead, a.headDim, nSplit)
 		if err != nil {
 			return err
+		}
+		if out != 0 {
+			for r := range rows {
+				for y := range cols {
+					if c := sc.counter(r, y); c != 0 {
+						return fmt.Errorf("%s: %w: arrival counter %d of row %d is %d, not 0 (scratch not zeroed before its first use?)",
+							l.Kernel, hip.ErrInvalidValue, y, r, c)
+					}
+				}
+			}
 		}
 		var w attnWork
 		for r := range rows {
@@ -719,8 +822,9 @@ func emulateAttnRowsSplit(maxDim int) hip.HostKernel {
 			size := max(minSplit, (ctx+nSplit-1)/nSplit)
 			for h := range a.nHead {
 				kvOff := h / group * a.headDim
+				part := sc.partials(r, h)
 				for s := range nSplit {
-					pp := part[((r*a.nHead+h)*nSplit+s)*pw:][:pw]
+					pp := part[s*(a.headDim+2):][:a.headDim+2]
 					p0 := min(ctx, s*size)
 					p1 := min(ctx, p0+size)
 					if p0 >= p1 {
@@ -731,7 +835,10 @@ func emulateAttnRowsSplit(maxDim int) hip.HostKernel {
 				}
 			}
 		}
-		return nil
+		if out == 0 {
+			return nil
+		}
+		return sc.merge(l, out, l.Arg(12).Ptr(), rows, a.nHead)
 	}
 }
 

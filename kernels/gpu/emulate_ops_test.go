@@ -481,7 +481,7 @@ func TestEmulatedAttentionRows(t *testing.T) {
 			}
 			for _, nSplit := range []int{AttentionRowsSplits(c.nHead, maxCap), 1, 7, 256} {
 				out := e.poisoned(len(q))
-				scratch := e.poisoned(int(AttentionRowsScratchBytes(b.n, c.nHead, c.headDim, nSplit) / 4))
+				scratch := e.rowsScratch(b.n, c.nHead, c.headDim, nSplit)
 				e.check(e.k.AttentionRows(e.s, out, qd, b.meta, scratch, b.n, c.layer, c.nHead, c.nKVHead, c.headDim, scale, nSplit))
 				check(fmt.Sprintf("attention/rows/%s/splits%d", c.name, nSplit), e.download(out, len(q)))
 			}
@@ -489,6 +489,29 @@ func TestEmulatedAttentionRows(t *testing.T) {
 			e.check(e.k.AttentionRowsPrefill(e.s, out, qd, b.meta, b.n, c.layer, c.nHead, c.nKVHead, c.headDim, scale))
 			check("attention/prefill/"+c.name, e.download(out, len(q)))
 		})
+	}
+}
+
+// TestEmulatedAttentionRowsRepeat: the merged AttentionRows' emulation on
+// one scratch again and again, in a graph too (checkAttentionRowsRepeat).
+func TestEmulatedAttentionRowsRepeat(t *testing.T) {
+	emulatedEnv(t, 111).checkAttentionRowsRepeat(t)
+}
+
+// TestEmulatedAttentionRowsCounters checks that the emulation, as the GPU
+// kernel needs, fails a launch on scratch whose arrival counters are not
+// zero (scratch not cleared before its first use).
+func TestEmulatedAttentionRowsCounters(t *testing.T) {
+	e := emulatedEnv(t, 112)
+	c := rowsCase{name: "n2", nHead: 4, nKVHead: 2, headDim: 64, layers: 1, seqs: []rowsSeq{{3, 1, 8}, {20, 1, 32}}}
+	b := e.setupRows(c)
+	e.store(b)
+	q := e.uploadF32(e.randVec(b.n * c.nHead * c.headDim))
+	scratch := e.poisoned(int(AttentionRowsScratchBytes(b.n, c.nHead, c.headDim, 4) / 4))
+	// the merged launch (the one that counts arrivals)
+	e.check(e.k.attentionRows("AttentionRows", e.s, e.alloc(int64(b.n*c.nHead*c.headDim)*4), 0, q, b.meta, scratch, b.n, 0, c.nHead, c.nKVHead, c.headDim, 1, 4, false))
+	if err := e.s.Synchronize(context.Background()); !errors.Is(err, hip.ErrLaunchFailure) || !strings.Contains(err.Error(), "arrival counter") {
+		t.Errorf("merged AttentionRows on NaN-filled scratch: Synchronize: %v, want ErrLaunchFailure for an arrival counter", err)
 	}
 }
 
@@ -611,6 +634,19 @@ func TestEmulatedFused(t *testing.T) {
 	}
 }
 
+// TestEmulatedAttentionRowsQ8 checks AttentionRowsQ8's emulation bit for
+// bit against AttentionRows then QuantizeActQ8's, and its int8 output
+// against ggml's Q8_0 rule (q8Ref).
+func TestEmulatedAttentionRowsQ8(t *testing.T) {
+	e := emulatedEnv(t, 110)
+	outs, xqs := e.checkAttentionRowsQ8(t)
+	for i, out := range outs {
+		if want := q8Ref(t, out); !slices.Equal(xqs[i], want) {
+			t.Errorf("%s: int8 output differs from ggml's Q8_0 values and float32 scales", fusedAttnCases[i].name)
+		}
+	}
+}
+
 // TestEmulatedLaunchFaults checks that a launch reading memory outside any
 // allocation fails the stream with ErrLaunchFailure, as a GPU fault would,
 // instead of panicking or writing elsewhere.
@@ -624,7 +660,7 @@ func TestEmulatedLaunchFaults(t *testing.T) {
 	meta := e.upload(bad)
 	x := e.uploadF32(e.randVec(n * kvDim))
 	out := e.poisoned(n * kvDim)
-	scratch := e.alloc(AttentionRowsScratchBytes(n, nHead, headDim, 1))
+	scratch := e.rowsScratch(n, nHead, headDim, 1)
 	e.sync() // the poisoning, before other streams touch out
 	cases := []struct {
 		name   string

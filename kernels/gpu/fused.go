@@ -19,8 +19,8 @@ func (k *Kernels) AddRMSNormQ8(s hip.Stream, sum, a, b, xn, xq, weight hip.Devic
 	case xq != 0 && (rows != 1 || n%32 != 0):
 		return badArg("AddRMSNormQ8", "int8 activations of %d rows of %d (want one row, a multiple of 32)", rows, n)
 	}
-	// 256 threads, as RMSNorm: the same sums in the same order.
-	return s.Launch(k.fn("add_rmsnorm_q8"), hip.Dim1(uint32(rows)), hip.Dim1(256), 0,
+	// normThreads, as RMSNorm: the same sums in the same order.
+	return k.launch(s, k.fn("add_rmsnorm_q8"), hip.Dim1(uint32(rows)), hip.Dim1(normThreads(n)), 0,
 		hip.Ptr(sum), hip.Ptr(a), hip.Ptr(b), hip.Ptr(xn), hip.Ptr(xq), hip.Ptr(weight), hip.Int32(int32(n)), hip.Float32(eps))
 }
 
@@ -30,7 +30,7 @@ func (k *Kernels) SwiGLUQ8(s hip.Stream, out, gate, up, xq hip.DevicePtr, n int)
 	if n <= 0 || n%32 != 0 {
 		return badArg("SwiGLUQ8", "%d values (a multiple of 32)", n)
 	}
-	return s.Launch(k.fn("swiglu_q8"), hip.Dim1(blocks(n, 256)), hip.Dim1(256), 0,
+	return k.launch(s, k.fn("swiglu_q8"), hip.Dim1(blocks(n, 256)), hip.Dim1(256), 0,
 		hip.Ptr(out), hip.Ptr(gate), hip.Ptr(up), hip.Ptr(xq), hip.Int32(int32(n)))
 }
 
@@ -54,7 +54,7 @@ func (k *Kernels) RopeKVStore(s hip.Stream, r *kernels.Rope, freqFactors, q, kSr
 	if r.Mode == kernels.RopeNeoX {
 		neox = 1
 	}
-	return s.Launch(k.fn("rope_kv_store"), hip.Dim2(uint32(nHead+nKVHead), uint32(nTok)), hip.Dim1(64), 0,
+	return k.launch(s, k.fn("rope_kv_store"), hip.Dim2(uint32(nHead+nKVHead), uint32(nTok)), hip.Dim1(64), 0,
 		hip.Ptr(q), hip.Ptr(kSrc), hip.Ptr(vSrc), hip.Ptr(meta), hip.Int32(int32(nTok)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Int32(int32(dims)), hip.Int32(neox),
 		hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),

@@ -1,10 +1,13 @@
 package gpu
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
 
+	"github.com/forgepipe/forgepipe/gguf"
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/kernels"
 )
@@ -134,6 +137,139 @@ func TestRopeKVStore(t *testing.T) {
 		}
 		if want := 2 * 2 * kvDim; written != want { // rows 0 and 2: K and V
 			t.Errorf("%s: %d cache values written, want %d", c.name, written, want)
+		}
+	}
+}
+
+// fusedAttnCases are the batches checkAttentionRowsQ8 runs: one decode row
+// at 64 and at 128 dims (the 1B's and 8B's heads), several rows with
+// padding, and heads of 32 and 256 dims.
+var fusedAttnCases = []rowsCase{
+	{name: "n1_d64", nHead: 32, nKVHead: 8, headDim: 64, layers: 2, layer: 1, seqs: []rowsSeq{{700, 1, 1024}}},
+	{name: "n1_d128", nHead: 8, nKVHead: 2, headDim: 128, layers: 1, layer: 0, seqs: []rowsSeq{{90, 1, 128}}},
+	{name: "n4_d64_pad", nHead: 14, nKVHead: 2, headDim: 64, layers: 1, layer: 0,
+		seqs: []rowsSeq{{0, 1, 16}, {37, 1, 40}, {5, 1, 6}}, pad: 1},
+	{name: "n3_d128_chunk", nHead: 4, nKVHead: 4, headDim: 128, layers: 2, layer: 1, seqs: []rowsSeq{{10, 3, 16}}},
+	{name: "n2_d32", nHead: 4, nKVHead: 2, headDim: 32, layers: 1, layer: 0, seqs: []rowsSeq{{3, 1, 8}, {60, 1, 64}}},
+	{name: "n2_d256", nHead: 4, nKVHead: 1, headDim: 256, layers: 1, layer: 0, seqs: []rowsSeq{{20, 1, 32}, {0, 1, 4}}},
+}
+
+// checkAttentionRowsQ8 runs AttentionRowsQ8 and AttentionRows followed by
+// QuantizeActQ8 over all rows on the same batch and compares their
+// outputs and int8 forms bit for bit (NaN-poisoned outputs, int8 areas
+// filled with 0x55, so anything left unwritten shows). It returns each
+// case's fused output and int8 bytes for further checks.
+func (e *env) checkAttentionRowsQ8(t *testing.T) (outs [][]float32, xqs [][]byte) {
+	for _, c := range fusedAttnCases {
+		e.t = t
+		b := e.setupRows(c)
+		e.store(b)
+		scale := float32(1 / math.Sqrt(float64(c.headDim)))
+		nv := b.n * c.nHead * c.headDim
+		qd := e.uploadF32(e.randVec(nv))
+		nSplit := AttentionRowsSplits(c.nHead, 1024)
+		run := func(fused bool) ([]float32, []byte) {
+			out, xq := e.poisoned(nv), e.alloc(ActQ8Bytes(nv))
+			e.check(e.s.MemsetD8Async(xq, 0x55, ActQ8Bytes(nv)))
+			scratch := e.rowsScratch(b.n, c.nHead, c.headDim, nSplit)
+			if fused {
+				e.check(e.k.AttentionRowsQ8(e.s, out, xq, qd, b.meta, scratch, b.n, c.layer, c.nHead, c.nKVHead, c.headDim, scale, nSplit))
+			} else {
+				e.check(e.k.AttentionRows(e.s, out, qd, b.meta, scratch, b.n, c.layer, c.nHead, c.nKVHead, c.headDim, scale, nSplit))
+				e.check(e.k.QuantizeActQ8(e.s, out, xq, nv))
+			}
+			return e.download(out, nv), e.downloadBytes(xq, int(ActQ8Bytes(nv)))
+		}
+		o1, q1 := run(false)
+		o2, q2 := run(true)
+		if !sameBits(o2, o1) {
+			t.Errorf("%s: AttentionRowsQ8's output differs from AttentionRows'", c.name)
+		}
+		if !slices.Equal(q2, q1) {
+			t.Errorf("%s: AttentionRowsQ8's int8 output differs from AttentionRows then QuantizeActQ8", c.name)
+		}
+		outs, xqs = append(outs, o2), append(xqs, q2)
+	}
+	return outs, xqs
+}
+
+func TestAttentionRowsQ8(t *testing.T) {
+	newEnv(t, 24).checkAttentionRowsQ8(t)
+}
+
+// checkMatVecQ8Add runs MatVecQ8 with a residual (into another buffer and
+// in place) and MatVecQ8 followed by Add, in place and staged, for every
+// rows per block, and compares the results bit for bit.
+func (e *env) checkMatVecQ8Add(t *testing.T) {
+	defer func() { e.k.mvt = mvTune{} }()
+	for _, typ := range Types() {
+		if !HasMatVecQ8(typ) {
+			continue
+		}
+		bs := typ.BlockSize()
+		for _, sh := range [][2]int{{1, bs}, {29, 9 * bs}, {67, 4096}} {
+			rows, cols := sh[0], sh[1]
+			data, _ := e.randWeights(typ, rows, cols)
+			w := e.upload(data)
+			xq := e.alloc(ActQ8Bytes(cols))
+			e.check(e.k.QuantizeActQ8(e.s, e.uploadF32(e.randVec(cols)), xq, cols))
+			res := e.randVec(rows)
+			resd := e.uploadF32(res)
+			for _, tu := range []mvTune{{}, {staged: true}, {staged: true, split: 2, gridCap: 1}} {
+				e.k.mvt = tu
+				for _, rpb := range []int{1, 2, 4} {
+					what := fmt.Sprintf("%s/%dx%d/%+v/r%d", typ, rows, cols, tu, rpb)
+					prod, want := e.poisoned(rows), e.poisoned(rows)
+					e.check(e.k.MatVecQ8R(e.s, typ, rpb, w, xq, prod, rows, cols))
+					e.check(e.k.Add(e.s, want, resd, prod, rows))
+					wantV := e.download(want, rows)
+					y := e.poisoned(rows)
+					e.check(e.k.matVecQ8(e.s, typ, rpb, w, xq, resd, y, rows, cols))
+					if !sameBits(e.download(y, rows), wantV) {
+						t.Errorf("%s: W·x + res differs from MatVecQ8 then Add", what)
+					}
+					yy := e.uploadF32(res) // y += W·x
+					e.check(e.k.matVecQ8(e.s, typ, rpb, w, xq, yy, yy, rows, cols))
+					if !sameBits(e.download(yy, rows), wantV) {
+						t.Errorf("%s: y += W·x in place differs from MatVecQ8 then Add", what)
+					}
+				}
+			}
+			e.k.mvt = mvTune{}
+			y := e.uploadF32(res)
+			e.check(e.k.MatVecQ8Add(e.s, typ, w, xq, y, y, rows, cols))
+			prod := e.poisoned(rows)
+			e.check(e.k.MatVecQ8(e.s, typ, w, xq, prod, rows, cols))
+			e.check(e.k.Add(e.s, prod, prod, resd, rows)) // the order enqueueBlock's Add had: out + product
+			if !sameBits(e.download(y, rows), e.download(prod, rows)) {
+				t.Errorf("%s/%dx%d: MatVecQ8Add differs from MatVecQ8 then Add", typ, rows, cols)
+			}
+		}
+	}
+}
+
+func TestMatVecQ8Add(t *testing.T) {
+	newEnv(t, 25).checkMatVecQ8Add(t)
+}
+
+func TestFusedBadArguments(t *testing.T) {
+	// Argument checks need no device: they fail before any launch.
+	k := &Kernels{fns: map[string]hip.Function{}}
+	var s hip.Stream
+	cases := []struct {
+		name string
+		err  error
+	}{
+		{"AttentionRowsQ8 no xq", k.AttentionRowsQ8(s, 0, 0, 0, 0, 0, 1, 0, 4, 4, 64, 1, 1)},
+		{"AttentionRowsQ8 misaligned xq", k.AttentionRowsQ8(s, 0, 2, 0, 0, 0, 1, 0, 4, 4, 64, 1, 1)},
+		{"AttentionRowsQ8 head size 80", k.AttentionRowsQ8(s, 0, 16, 0, 0, 0, 1, 0, 4, 4, 80, 1, 1)},
+		{"AttentionRowsQ8 misaligned q", k.AttentionRowsQ8(s, 0, 16, 8, 0, 0, 1, 0, 4, 4, 64, 1, 1)},
+		{"MatVecQ8Add no residual", k.MatVecQ8Add(s, gguf.TypeQ8_0, 0, 0, 0, 0, 4, 32)},
+		{"MatVecQ8Add misaligned residual", k.MatVecQ8Add(s, gguf.TypeQ8_0, 0, 0, 2, 0, 4, 32)},
+	}
+	for _, c := range cases {
+		if !errors.Is(c.err, hip.ErrInvalidValue) {
+			t.Errorf("%s: %v, want ErrInvalidValue", c.name, c.err)
 		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"os"
 	"slices"
 	"strings"
 
@@ -89,6 +90,8 @@ type Kernels struct {
 	fns map[string]hip.Function
 	mv  map[mvKey]hip.Function // matvec kernels, looked up without formatting a name per call
 	mvt mvTune                 // launch choices the benchmarks override
+
+	dependent bool // launches are dependent (launch.go): FORGEPIPE_PDL=1
 }
 
 // mvTune holds matrix-vector launch choices that tests and benchmarks
@@ -172,11 +175,17 @@ func LoadEmulated(dev hip.Device) (*Kernels, error) {
 }
 
 func load(dev hip.Device) (*Kernels, error) {
-	mod, err := dev.LoadModule(hip.ModuleSpec{Name: "forgepipe-kernels", Source: Source()})
+	var opts []string
+	if os.Getenv("FORGEPIPE_PREFETCH_WEIGHTS") == "1" {
+		// matvec8's blocks prefetch their weights into the L2 while they
+		// wait for the kernel ahead (compat.h, FP_GRID_WAIT_PREFETCH).
+		opts = append(opts, "-DFP_PREFETCH_WEIGHTS=1")
+	}
+	mod, err := dev.LoadModule(hip.ModuleSpec{Name: "forgepipe-kernels", Source: Source(), Options: opts})
 	if err != nil {
 		return nil, fmt.Errorf("kernels/gpu: load: %w", err)
 	}
-	k := &Kernels{dev: dev, mod: mod, fns: map[string]hip.Function{}}
+	k := &Kernels{dev: dev, mod: mod, fns: map[string]hip.Function{}, dependent: dependentFromEnv()}
 	for _, name := range kernelNames() {
 		f, err := mod.Function(name)
 		if err != nil {
@@ -299,7 +308,7 @@ func (k *Kernels) matVec(s hip.Stream, t gguf.Type, rowsPerBlock int, decoded bo
 	if !ok {
 		return fmt.Errorf("kernels/gpu: MatVec: %w: no %s kernel", hip.ErrNotFound, key.suffix)
 	}
-	return s.Launch(f, hip.Dim1(k.capGrid(blocks(rows, rowsPerBlock))), hip.Dim1(128), 0,
+	return k.launch(s, f, hip.Dim1(k.capGrid(blocks(rows, rowsPerBlock))), hip.Dim1(128), 0,
 		hip.Ptr(w), hip.Ptr(x), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
 }
 
@@ -335,7 +344,7 @@ func (k *Kernels) QuantizeActQ8(s hip.Stream, x, xq hip.DevicePtr, n int) error 
 	if xq%4 != 0 {
 		return badArg("QuantizeActQ8", "xq at %v is not 4-byte aligned", xq)
 	}
-	return s.Launch(k.fn("quantize_act_q8"), hip.Dim1(blocks(n, 128)), hip.Dim1(128), 0,
+	return k.launch(s, k.fn("quantize_act_q8"), hip.Dim1(blocks(n, 128)), hip.Dim1(128), 0,
 		hip.Ptr(xq), hip.Ptr(x), hip.Int32(int32(n)))
 }
 
@@ -359,6 +368,22 @@ func DefaultRowsPerBlockQ8(t gguf.Type) int {
 // MatVecQ8R is MatVecQ8 with rowsPerBlock (1, 2 or 4) chosen by the caller:
 // the rows that share each load of the activations.
 func (k *Kernels) MatVecQ8R(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, y hip.DevicePtr, rows, cols int) error {
+	return k.matVecQ8(s, t, rowsPerBlock, w, xq, 0, y, rows, cols)
+}
+
+// MatVecQ8Add is MatVecQ8 with a residual: y = W·xq + res (rows float32),
+// bit for bit what MatVecQ8 into a scratch row followed by Add(y, res,
+// scratch) gives, in one launch. res may be y itself (y += W·xq): each
+// value of res is read before its row of y is written, by the same thread.
+func (k *Kernels) MatVecQ8Add(s hip.Stream, t gguf.Type, w, xq, res, y hip.DevicePtr, rows, cols int) error {
+	if res == 0 || res%4 != 0 {
+		return badArg("MatVecQ8Add", "residual at %v (want a 4-byte aligned address)", res)
+	}
+	return k.matVecQ8(s, t, DefaultRowsPerBlockQ8(t), w, xq, res, y, rows, cols)
+}
+
+// matVecQ8 is MatVecQ8R adding the residual res (0: none) to the products.
+func (k *Kernels) matVecQ8(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, res, y hip.DevicePtr, rows, cols int) error {
 	g, rb, err := checkWeights("MatVecQ8", t, w, rows, cols)
 	if err != nil {
 		return err
@@ -374,8 +399,8 @@ func (k *Kernels) MatVecQ8R(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, 
 		if !ok {
 			return badArg("MatVecQ8", "%d rows per block (want 1, 2 or 4)", rowsPerBlock)
 		}
-		return s.Launch(f, hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(128), 0,
-			hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+		return k.launch(s, f, hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(128), 0,
+			hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb), hip.Ptr(res))
 	}
 	f, ok := k.mv[mvKey{"matvec8s_" + g.suffix, rowsPerBlock}]
 	if !ok {
@@ -387,9 +412,9 @@ func (k *Kernels) MatVecQ8R(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, 
 		split = mv8Split(groups, (cols/t.BlockSize()+mv8TileBlocks(t, rowsPerBlock)-1)/mv8TileBlocks(t, rowsPerBlock))
 	}
 	steps := blocks(groups, mv8Warps/split)
-	return s.Launch(f, hip.Dim1(k.capGrid(steps)), hip.Dim1(mv8Threads), 0,
+	return k.launch(s, f, hip.Dim1(k.capGrid(steps)), hip.Dim1(mv8Threads), 0,
 		hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb),
-		hip.Int32(int32(split)))
+		hip.Int32(int32(split)), hip.Ptr(res))
 }
 
 // mv8Threads is the threads of a matvec8s block (MV8_THREADS in
@@ -428,7 +453,7 @@ func mv8Split(groups, tiles int) int {
 	return split
 }
 
-// chunksPerRow is the number of threads a dequantisation of one row uses.
+// chunksPerRow is the number of threads the embedding of one row uses.
 func chunksPerRow(t gguf.Type, g geometry, cols int) int {
 	cpb := map[gguf.Type]int{
 		gguf.TypeQ4_0: 2, gguf.TypeQ4_1: 2, gguf.TypeQ5_0: 2, gguf.TypeQ5_1: 2, gguf.TypeQ8_0: 2,
@@ -447,13 +472,41 @@ func (k *Kernels) Dequantize(s hip.Stream, t gguf.Type, w, out hip.DevicePtr, ro
 	if err != nil {
 		return err
 	}
+	if g.qk > 1 && uint64(out)%16 != 0 {
+		return badArg("Dequantize", "output at %v is not 16-byte aligned", out)
+	}
 	name := "dequant_" + g.suffix + "_f32"
 	if half {
 		name = "dequant_" + g.suffix + "_f16"
 	}
-	total := int64(rows) * int64(chunksPerRow(t, g, cols))
-	return s.Launch(k.fn(name), hip.Dim1(uint32((total+255)/256)), hip.Dim1(256), 0,
+	threads := dequantThreads(t, g, rows, cols)
+	return k.launch(s, k.fn(name), hip.Dim1(uint32((threads+dequantBlock-1)/dequantBlock)), hip.Dim1(dequantBlock), 0,
 		hip.Ptr(w), hip.Ptr(out), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+}
+
+// dequantBlock is the threads of a dequant_ block (DQ_THREADS in quant.cu).
+const dequantBlock = 128
+
+// dequantThreads is the number of threads dequant_ takes for a rows×cols
+// matrix: one per unit of dequantUnit values.
+func dequantThreads(t gguf.Type, g geometry, rows, cols int) int64 {
+	per := int64(dequantUnit(t, g))
+	return (int64(rows)*int64(cols) + per - 1) / per
+}
+
+// dequantUnit is the values one thread of dequant_ decodes (Dq<T>::UV in
+// quant.cu): whole runs of 16 values, or one value for the one-value
+// variants (f32s, f16s, bf16s).
+func dequantUnit(t gguf.Type, g geometry) int {
+	switch {
+	case g.qk == 1:
+		return 1
+	case t == gguf.TypeF32 || t == gguf.TypeF16 || t == gguf.TypeBF16:
+		return 16
+	case t == gguf.TypeQ2_K || t == gguf.TypeQ3_K || t == gguf.TypeQ6_K || t == gguf.TypeQ8_K:
+		return 64 // four chunks of 16
+	}
+	return 32 // a 32-value block, or a Q4_K/Q5_K chunk
 }
 
 // Embedding writes, for each of the n token ids at tokens (int32), the
@@ -468,7 +521,7 @@ func (k *Kernels) Embedding(s hip.Stream, t gguf.Type, w, tokens, out hip.Device
 		return badArg("Embedding", "%d tokens (1..65535)", n)
 	}
 	per := chunksPerRow(t, g, cols)
-	return s.Launch(k.fn("embed_"+g.suffix), hip.Dim2(blocks(per, 128), uint32(n)), hip.Dim1(128), 0,
+	return k.launch(s, k.fn("embed_"+g.suffix), hip.Dim2(blocks(per, 128), uint32(n)), hip.Dim1(128), 0,
 		hip.Ptr(w), hip.Ptr(tokens), hip.Ptr(out), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
 }
 
@@ -524,7 +577,7 @@ func (k *Kernels) MatMul(s hip.Stream, bl hip.BLAS, t gguf.Type, w, x, y, scratc
 
 func (k *Kernels) convert(s hip.Stream, name string, out, x hip.DevicePtr, n int64) error {
 	grid := uint32(min((n+255)/256, 65535))
-	return s.Launch(k.fn(name), hip.Dim1(grid), hip.Dim1(256), 0, hip.Ptr(out), hip.Ptr(x), hip.Int64(n))
+	return k.launch(s, k.fn(name), hip.Dim1(grid), hip.Dim1(256), 0, hip.Ptr(out), hip.Ptr(x), hip.Int64(n))
 }
 
 // ------------------------------------------------------------ element-wise
@@ -540,7 +593,7 @@ func (k *Kernels) Add(s hip.Stream, dst, a, b hip.DevicePtr, n int) error {
 		return badArg("Add", "%d elements", n)
 	}
 	g, bl := elementwise(n)
-	return s.Launch(k.fn("add_f32"), g, bl, 0, hip.Ptr(dst), hip.Ptr(a), hip.Ptr(b), hip.Int32(int32(n)))
+	return k.launch(s, k.fn("add_f32"), g, bl, 0, hip.Ptr(dst), hip.Ptr(a), hip.Ptr(b), hip.Int32(int32(n)))
 }
 
 // AddRows adds the bias b (n float32) to each of the rows of y (rows×n).
@@ -549,7 +602,7 @@ func (k *Kernels) AddRows(s hip.Stream, y, b hip.DevicePtr, rows, n int) error {
 		return badArg("AddRows", "%d rows of %d", rows, n)
 	}
 	g, bl := elementwise(rows * n)
-	return s.Launch(k.fn("add_rows_f32"), g, bl, 0, hip.Ptr(y), hip.Ptr(b), hip.Int32(int32(rows)), hip.Int32(int32(n)))
+	return k.launch(s, k.fn("add_rows_f32"), g, bl, 0, hip.Ptr(y), hip.Ptr(b), hip.Int32(int32(rows)), hip.Int32(int32(n)))
 }
 
 // SwiGLU sets out = silu(gate) * up over n float32 (out may alias either).
@@ -558,7 +611,7 @@ func (k *Kernels) SwiGLU(s hip.Stream, out, gate, up hip.DevicePtr, n int) error
 		return badArg("SwiGLU", "%d elements", n)
 	}
 	g, bl := elementwise(n)
-	return s.Launch(k.fn("swiglu_f32"), g, bl, 0, hip.Ptr(out), hip.Ptr(gate), hip.Ptr(up), hip.Int32(int32(n)))
+	return k.launch(s, k.fn("swiglu_f32"), g, bl, 0, hip.Ptr(out), hip.Ptr(gate), hip.Ptr(up), hip.Int32(int32(n)))
 }
 
 // RMSNorm normalises each of the rows of n float32 at x and scales it by
@@ -567,8 +620,19 @@ func (k *Kernels) RMSNorm(s hip.Stream, out, x, weight hip.DevicePtr, rows, n in
 	if rows <= 0 || n <= 0 {
 		return badArg("RMSNorm", "%d rows of %d", rows, n)
 	}
-	return s.Launch(k.fn("rmsnorm_f32"), hip.Dim1(uint32(rows)), hip.Dim1(256), 0,
+	return k.launch(s, k.fn("rmsnorm_f32"), hip.Dim1(uint32(rows)), hip.Dim1(normThreads(n)), 0,
 		hip.Ptr(out), hip.Ptr(x), hip.Ptr(weight), hip.Int32(int32(n)), hip.Float32(eps))
+}
+
+// normThreads is the block size of a row of n in rmsnorm_f32 and
+// add_rmsnorm_q8 (the same for both, so that they sum alike): a thread
+// per float4 of the row, whole warps, at most 1024.
+func normThreads(n int) uint32 {
+	per := n
+	if n%4 == 0 {
+		per = n / 4
+	}
+	return uint32(min(1024, max(32, (per+31)/32*32)))
 }
 
 // Argmax writes, for each of the rows of n float32 at x, the index of the
@@ -578,7 +642,7 @@ func (k *Kernels) Argmax(s hip.Stream, out, x hip.DevicePtr, rows, n int) error 
 	if rows <= 0 || n <= 0 {
 		return badArg("Argmax", "%d rows of %d", rows, n)
 	}
-	return s.Launch(k.fn("argmax_f32"), hip.Dim1(uint32(rows)), hip.Dim1(1024), 0,
+	return k.launch(s, k.fn("argmax_f32"), hip.Dim1(uint32(rows)), hip.Dim1(1024), 0,
 		hip.Ptr(out), hip.Ptr(x), hip.Int32(int32(n)))
 }
 
@@ -605,7 +669,7 @@ func (k *Kernels) Rope(s hip.Stream, r *kernels.Rope, freqFactors, x, pos hip.De
 	if r.Mode == kernels.RopeNeoX {
 		neox = 1
 	}
-	return s.Launch(k.fn("rope_f32"), hip.Dim3{X: blocks(half, 64), Y: uint32(nHeads), Z: uint32(nTok)}, hip.Dim1(64), 0,
+	return k.launch(s, k.fn("rope_f32"), hip.Dim3{X: blocks(half, 64), Y: uint32(nHeads), Z: uint32(nTok)}, hip.Dim1(64), 0,
 		hip.Ptr(x), hip.Ptr(pos), hip.Int32(int32(nTok)), hip.Int32(int32(nHeads)), hip.Int32(int32(headDim)),
 		hip.Int32(int32(dims)), hip.Int32(neox), hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),
 		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi))
@@ -678,13 +742,13 @@ func (k *Kernels) Attention(s hip.Stream, out, q, kc, vc, scratch hip.DevicePtr,
 	nCtx := pos0 + nQ
 	nSplit := AttentionSplits(nQ, nHead, nCtx)
 	splitLen := (nCtx + nSplit - 1) / nSplit
-	err := s.Launch(k.fn("attn_split_f32"), hip.Dim3{X: uint32(nSplit), Y: uint32(nHead), Z: uint32(nQ)}, hip.Dim1(128), 0,
+	err := k.launch(s, k.fn("attn_split_f32"), hip.Dim3{X: uint32(nSplit), Y: uint32(nHead), Z: uint32(nQ)}, hip.Dim1(128), 0,
 		hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(kc), hip.Ptr(vc), hip.Int32(int32(pos0)), hip.Int32(int32(nHead)),
 		hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale), hip.Int32(int32(splitLen)))
 	if err != nil {
 		return err
 	}
-	return s.Launch(k.fn("attn_combine_f32"), hip.Dim2(uint32(nHead), uint32(nQ)), hip.Dim1(128), 0,
+	return k.launch(s, k.fn("attn_combine_f32"), hip.Dim2(uint32(nHead), uint32(nQ)), hip.Dim1(128), 0,
 		hip.Ptr(out), hip.Ptr(scratch), hip.Int32(int32(nHead)), hip.Int32(int32(headDim)), hip.Int32(int32(nSplit)))
 }
 
@@ -718,8 +782,8 @@ func (k *Kernels) AttentionPrefill(s hip.Stream, out, q, kc, vc, scratch hip.Dev
 // 8B model at context 512–640 ran within ±3 % with 8, 16, 32 or 64.)
 const rowsMinSplit = 64
 
-// rowsMaxSplit is the most pieces AttentionRows takes (its merge kernel's
-// shared memory).
+// rowsMaxSplit is the most pieces AttentionRows takes (its merge's shared
+// memory).
 const rowsMaxSplit = 256
 
 // rowsHeadsPerBlock is how many query heads of one KV head a block of
@@ -785,7 +849,7 @@ func (k *Kernels) KVStore(s hip.Stream, meta, kSrc, vSrc hip.DevicePtr, n, layer
 	case meta%8 != 0:
 		return badArg("KVStore", "metadata at %v is not 8-byte aligned", meta)
 	}
-	return s.Launch(k.fn("kv_store_f32"), hip.Dim2(blocks(kvDim, 256), uint32(n)), hip.Dim1(256), 0,
+	return k.launch(s, k.fn("kv_store_f32"), hip.Dim2(blocks(kvDim, 256), uint32(n)), hip.Dim1(256), 0,
 		hip.Ptr(meta), hip.Ptr(kSrc), hip.Ptr(vSrc), hip.Int32(int32(n)), hip.Int32(int32(layer)), hip.Int32(int32(kvDim)))
 }
 
@@ -797,9 +861,18 @@ func AttentionRowsSplits(nHead, maxCtx int) int {
 	return max(1, min(want, (maxCtx+rowsMinSplit-1)/rowsMinSplit, rowsMaxSplit))
 }
 
-// AttentionRowsScratchBytes is the scratch AttentionRows needs.
+// AttentionRowsScratchBytes is the scratch AttentionRows needs for up to n
+// rows. Each row's part begins with arrival counters that must be zero
+// before the scratch is first used (see AttentionRows).
 func AttentionRowsScratchBytes(n, nHead, headDim, nSplit int) int64 {
-	return int64(n) * int64(nHead) * int64(nSplit) * int64(headDim+2) * 4
+	return int64(n) * rowsScratchWords(nHead, headDim, nSplit) * 4
+}
+
+// rowsScratchWords is the 32-bit words of AttentionRows' scratch per row
+// (rowStride in attention.cu): nHead arrival counters, then nHead×nSplit
+// partial results of headDim+2 float32.
+func rowsScratchWords(nHead, headDim, nSplit int) int64 {
+	return int64(nHead) * (1 + int64(nSplit)*int64(headDim+2))
 }
 
 // rowsShape checks the arguments the batched attention kernels share and
@@ -826,38 +899,86 @@ func rowsShape(call string, out, q, meta hip.DevicePtr, n, layer, nHead, nKVHead
 // AttentionRows is causal grouped-query attention for n query rows (q is
 // n×nHead×headDim float32), each over its own sequence's cache for layer as
 // described by meta, into out (like q). Each row's context is cut into nSplit
-// pieces (flash-decoding; empty pieces are fine) merged by a second kernel.
-// Fewer pieces are taken when the n rows fill the GPU without them; the
-// number depends on n, nHead, nKVHead and nSplit only, never on positions.
+// pieces (flash-decoding; empty pieces are fine), then a second launch
+// merges the pieces (attn_rows_combine_f32). Fewer pieces are taken when
+// the n rows fill the GPU without them; the number depends on n, nHead,
+// nKVHead and nSplit only, never on positions.
 //
 // A row at position p attends to positions 0..p of its sequence, so every
 // row's K and V must be stored (KVStore) first. Query head h reads KV head
 // h / (nHead/nKVHead); the heads of one KV head share its loads. headDim
-// must be a multiple of 4, at most 256; scratch holds
-// AttentionRowsScratchBytes(n, nHead, headDim, nSplit); nSplit is at most
-// 256. For prompt chunks (many rows of one sequence) AttentionRowsPrefill
-// is faster and needs no scratch.
+// must be a multiple of 4, at most 256; nSplit is at most 256. For prompt
+// chunks (many rows of one sequence) AttentionRowsPrefill is faster and
+// needs no scratch.
+//
+// scratch (4-byte aligned) holds AttentionRowsScratchBytes(m, nHead,
+// headDim, nSplit) for some m ≥ n and must be zeroed (MemsetD8Async) once
+// before its first use: it holds the merge's arrival counters, which every
+// launch leaves at zero again. One scratch then serves any number of
+// launches, each of up to m rows, of the same nHead, headDim and nSplit,
+// on one stream (or captured in a graph and replayed) but never two at once.
 func (k *Kernels) AttentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePtr,
 	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int) error {
-	d, err := rowsShape("AttentionRows", out, q, meta, n, layer, nHead, nKVHead, headDim)
+	return k.attentionRows("AttentionRows", s, out, 0, q, meta, scratch, n, layer, nHead, nKVHead, headDim, scale, nSplit, true)
+}
+
+// AttentionRowsQ8 is AttentionRows that also writes its output's int8 form
+// to xq, bit for bit what QuantizeActQ8(out, xq, n*nHead*headDim) then
+// gives (the layout MatVecQ8 and MatVecQ8Rows take), from its merge
+// instead of a launch of its own. headDim must be a multiple of 32; xq
+// holds ActQ8Bytes(n*nHead*headDim) and is 4-byte aligned.
+func (k *Kernels) AttentionRowsQ8(s hip.Stream, out, xq, q, meta, scratch hip.DevicePtr,
+	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int) error {
+	switch {
+	case xq == 0 || xq%4 != 0:
+		return badArg("AttentionRowsQ8", "int8 output at %v (want a 4-byte aligned address)", xq)
+	case headDim%32 != 0 || int64(n)*int64(nHead)*int64(headDim) > math.MaxInt32:
+		return badArg("AttentionRowsQ8", "int8 output of %d rows of %d heads of %d (head size a multiple of 32)", n, nHead, headDim)
+	}
+	return k.attentionRows("AttentionRowsQ8", s, out, xq, q, meta, scratch, n, layer, nHead, nKVHead, headDim, scale, nSplit, true)
+}
+
+// attentionRows is AttentionRows, and AttentionRowsQ8 when xq is not 0.
+// With combine the pieces are merged by a second launch
+// (attn_rows_combine_f32), which leaves the counters alone; without it,
+// by the split launch's last block of each row and KV-head group (the
+// same bits). The merged single launch was measured slower on an H100
+// (NOTES.md: one row at ctx 2048 22.6 µs against 15.1 µs for the two
+// launches; its serial tail outweighs a launch), so the exported calls
+// take combine; the merged path is kept, tested and benchmarked.
+func (k *Kernels) attentionRows(call string, s hip.Stream, out, xq, q, meta, scratch hip.DevicePtr,
+	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int, combine bool) error {
+	d, err := rowsShape(call, out, q, meta, n, layer, nHead, nKVHead, headDim)
 	if err != nil {
 		return err
 	}
 	if nSplit <= 0 || nSplit > rowsMaxSplit {
-		return badArg("AttentionRows", "%d pieces (1..%d)", nSplit, rowsMaxSplit)
+		return badArg(call, "%d pieces (1..%d)", nSplit, rowsMaxSplit)
+	}
+	words := rowsScratchWords(nHead, headDim, nSplit)
+	switch {
+	case out == 0:
+		return badArg(call, "no output")
+	case scratch%4 != 0 || words > math.MaxInt32:
+		return badArg(call, "scratch at %v (4-byte aligned) of %d words per row", scratch, words)
 	}
 	group := nHead / nKVHead
 	y := nKVHead * ((group + rowsHeadsPerBlock - 1) / rowsHeadsPerBlock)
-	nSplit = min(nSplit, (rowsTargetBlocks+n*y-1)/(n*y))
-	err = s.Launch(k.fn(rowsSplitKernels[d]), hip.Dim3{X: uint32(nSplit), Y: uint32(y), Z: uint32(n)},
+	nSplit = min(nSplit, (rowsTargetBlocks+n*y-1)/(n*y)) // never more than words has room for
+	mergeOut, mergeXQ := out, xq
+	if combine {
+		mergeOut, mergeXQ = 0, 0
+	}
+	err = k.launch(s, k.fn(rowsSplitKernels[d]), hip.Dim3{X: uint32(nSplit), Y: uint32(y), Z: uint32(n)},
 		hip.Dim1(128), 0, hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
-		hip.Int32(rowsMinSplit))
-	if err != nil {
+		hip.Int32(rowsMinSplit), hip.Int32(int32(words)), hip.Ptr(mergeOut), hip.Ptr(mergeXQ))
+	if err != nil || !combine {
 		return err
 	}
-	return s.Launch(k.fn("attn_rows_combine_f32"), hip.Dim2(uint32(nHead), uint32(n)), hip.Dim1(128), 0,
-		hip.Ptr(out), hip.Ptr(scratch), hip.Int32(int32(nHead)), hip.Int32(int32(headDim)), hip.Int32(int32(nSplit)))
+	return k.launch(s, k.fn("attn_rows_combine_f32"), hip.Dim2(uint32(nHead), uint32(n)), hip.Dim1(128), 0,
+		hip.Ptr(out), hip.Ptr(scratch), hip.Int32(int32(nHead)), hip.Int32(int32(headDim)), hip.Int32(int32(nSplit)),
+		hip.Ptr(xq), hip.Int32(int32(words)))
 }
 
 // AttentionRowsPrefill is AttentionRows for prompt chunks, with the same
@@ -874,7 +995,7 @@ func (k *Kernels) AttentionRowsPrefill(s hip.Stream, out, q, meta hip.DevicePtr,
 		return err
 	}
 	v := rowsPrefillKernels[d]
-	return s.Launch(k.fn(v.name), hip.Dim2(blocks(n, v.rows), uint32(nHead)),
+	return k.launch(s, k.fn(v.name), hip.Dim2(blocks(n, v.rows), uint32(nHead)),
 		hip.Dim1(uint32(v.threads)), 0, hip.Ptr(out), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale))
 }

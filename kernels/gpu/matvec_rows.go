@@ -110,6 +110,6 @@ func (k *Kernels) matVecQ8Rows(s hip.Stream, t gguf.Type, rowsPerBlock int, w, x
 	if !ok {
 		return badArg(call, "%d weight rows per block (want 1, 2 or 4)", rowsPerBlock)
 	}
-	return s.Launch(k.fn(name), hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(uint32(mvRowsThreads(cols))), 0,
+	return k.launch(s, k.fn(name), hip.Dim1(blocks(rows, rowsPerBlock)), hip.Dim1(uint32(mvRowsThreads(cols))), 0,
 		hip.Ptr(w), hip.Ptr(xq), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
 }

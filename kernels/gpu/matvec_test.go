@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -160,6 +161,70 @@ func TestMatVecQ8BadArguments(t *testing.T) {
 	}
 	if err := k.MatVecQ8(s, gguf.TypeF16, 0, 0, 0, 4, 32); !errors.Is(err, hip.ErrNotSupported) {
 		t.Errorf("MatVecQ8 with F16 weights: %v", err)
+	}
+}
+
+// TestDequantizeTiles checks Dequantize where its tiles can go wrong:
+// weights that start off a 16-byte granule (each tile's bytes are staged
+// from the aligned granules around them), several tiles and a ragged last
+// one, and F32, F16 and BF16 matrices whose last 16-value unit is partial.
+// The float32 output must match the host's dequantisation (TestDequantize's
+// bound), and the half output must be exactly the float32 output rounded
+// to half, with nothing written past the matrix.
+func TestDequantizeTiles(t *testing.T) {
+	e := newEnv(t, 16)
+	if err := e.k.Dequantize(e.s, gguf.TypeQ8_0, 0, 8, 1, 32, true); !errors.Is(err, hip.ErrInvalidValue) {
+		t.Errorf("Dequantize to an output off 16 bytes: %v", err)
+	}
+	for _, typ := range Types() {
+		bs := max(typ.BlockSize(), 8)
+		// 135 blocks of 32 or 256 values: one or more whole tiles of
+		// 128 or 16..32 blocks and a ragged one.
+		for _, sh := range [][2]int{{3, 45 * bs}, {5, 12}, {1, bs}} {
+			rows, cols := sh[0], sh[1]
+			g, err := geom("test", typ, cols)
+			if err != nil {
+				continue // 12 columns: F32, F16 and BF16 only
+			}
+			data, deq := e.randWeights(typ, rows, cols)
+			n := rows * cols
+			for _, off := range []int64{0, int64(g.align), 5 * int64(g.align)} {
+				if off%16 == 0 && off != 0 {
+					continue
+				}
+				buf := e.alloc(int64(len(data)) + 96)
+				w := buf.Add(off)
+				e.check(e.s.MemcpyHtoDAsync(w, data))
+				what := fmt.Sprintf("dequant/%s/%dx%d/off%d", typ, rows, cols, off)
+				out := e.poisoned(n + 8)
+				e.check(e.k.Dequantize(e.s, typ, w, out, rows, cols, false))
+				got := e.download(out, n+8)
+				e.expect(what, got[:n], deq)
+				words := (n + 17) / 2 // n halves and at least 16 more
+				h := e.alloc(int64(words) * 4)
+				e.check(e.s.MemsetD32Async(h, 0x7e007e00, int64(words)))
+				e.check(e.k.Dequantize(e.s, typ, w, h, rows, cols, true))
+				b := make([]byte, words*4)
+				e.check(e.s.MemcpyDtoHAsync(b, h))
+				e.sync()
+				for i := 0; i < 2*words; i++ {
+					want := uint16(0x7e00) // past the matrix: untouched
+					if i < n {
+						want = gguf.FP32ToFP16(got[i])
+					}
+					if v := binary.LittleEndian.Uint16(b[2*i:]); v != want {
+						t.Errorf("%s: half [%d] = %#04x, want %#04x", what, i, v, want)
+						break
+					}
+				}
+				for i := n; i < n+8; i++ {
+					if !math.IsNaN(float64(got[i])) {
+						t.Errorf("%s: float32 [%d] written past the matrix", what, i)
+						break
+					}
+				}
+			}
+		}
 	}
 }
 
@@ -323,6 +388,54 @@ func BenchmarkMatMul(b *testing.B) {
 				})
 			}
 			e.freeBenchMatrix(m)
+		}
+	}
+}
+
+// BenchmarkDequantize times Dequantize to half alone, the first part of
+// the prompt path's MatMul, on a 1B model's down projection (2048x8192)
+// and an 8B model's gate or up (14336x4096). GB/s counts the weight bytes
+// read plus the half bytes written; the weights rotate over copies and the
+// output over buffers, each more than 512 MiB together, so neither stays
+// in the L2 cache (BenchmarkMatMul's dequant part keeps both there).
+// FORGEPIPE_BENCH_ALL adds the other quantised types.
+func BenchmarkDequantize(b *testing.B) {
+	e := newEnv(b, 19)
+	types := []gguf.Type{gguf.TypeQ8_0, gguf.TypeQ4_0, gguf.TypeQ4_K, gguf.TypeQ6_K,
+		gguf.TypeQ5_K, gguf.TypeQ5_0, gguf.TypeQ4_1, gguf.TypeQ5_1, gguf.TypeQ2_K, gguf.TypeQ3_K}
+	if os.Getenv("FORGEPIPE_BENCH_ALL") == "" {
+		types = types[:4]
+	}
+	for _, sh := range [][2]int{{2048, 8192}, {14336, 4096}} {
+		rows, cols := sh[0], sh[1]
+		half := int64(rows) * int64(cols) * 2
+		outs := make([]hip.DevicePtr, (512<<20)/half+1)
+		for i := range outs {
+			p, err := e.dev.Malloc(half)
+			e.check(err)
+			outs[i] = p
+		}
+		for _, typ := range types {
+			m := e.benchMatrix(typ, rows, cols)
+			b.Run(fmt.Sprintf("%s/%dx%d", typ, rows, cols), func(b *testing.B) {
+				launch := func(i int) {
+					e.check(e.k.Dequantize(e.s, typ, m.ws[i%len(m.ws)], outs[i%len(outs)], rows, cols, true))
+				}
+				for i := 0; i < 2*max(len(m.ws), len(outs)); i++ {
+					launch(i)
+				}
+				e.sync()
+				ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, launch)
+				per := ms / 1e3 / float64(b.N)
+				b.ReportMetric(per*1e6, "us/op")
+				b.ReportMetric(float64(m.size+half)/per/1e9, "GB/s")
+				b.ReportMetric(hostUS, "host-us/op")
+			})
+			e.freeBenchMatrix(m)
+		}
+		e.sync()
+		for _, p := range outs {
+			e.check(e.dev.Free(p))
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/forgepipe/forgepipe/hip"
@@ -67,7 +68,7 @@ func TestAttentionRowsSplits(t *testing.T) {
 	if got := KVBlockBytes(3, 100, 512); got != 3*2*100*512*4 {
 		t.Errorf("KVBlockBytes(3, 100, 512) = %d", got)
 	}
-	if got := AttentionRowsScratchBytes(5, 32, 64, 7); got != 5*32*7*66*4 {
+	if got := AttentionRowsScratchBytes(5, 32, 64, 7); got != 5*32*(1+7*66)*4 {
 		t.Errorf("AttentionRowsScratchBytes(5, 32, 64, 7) = %d", got)
 	}
 }
@@ -190,6 +191,35 @@ func (e *env) setupRows(c rowsCase) *rowsBatch {
 	return b
 }
 
+// rowsScratch allocates AttentionRows' scratch for n rows: NaN (so that
+// a partial read before it is written shows) but for each row's arrival
+// counters, zero as AttentionRows requires.
+func (e *env) rowsScratch(n, nHead, headDim, nSplit int) hip.DevicePtr {
+	e.t.Helper()
+	words := rowsScratchWords(nHead, headDim, nSplit)
+	p := e.poisoned(int(int64(n) * words))
+	for r := range n {
+		e.check(e.s.MemsetD32Async(p.Add(int64(r)*words*4), 0, int64(nHead)))
+	}
+	return p
+}
+
+// checkRowsCounters fails the test unless every arrival counter of the n
+// rows of AttentionRows' scratch at p is zero.
+func (e *env) checkRowsCounters(what string, p hip.DevicePtr, n, nHead, headDim, nSplit int) {
+	e.t.Helper()
+	words := int(rowsScratchWords(nHead, headDim, nSplit))
+	got := e.download(p, n*words)
+	for r := range n {
+		for y, c := range got[r*words : r*words+nHead] {
+			if math.Float32bits(c) != 0 {
+				e.t.Errorf("%s: row %d's arrival counter %d is %#x, not 0", what, r, y, math.Float32bits(c))
+				return
+			}
+		}
+	}
+}
+
 // store runs KVStore with random new rows, records them in the host caches
 // and checks the whole pool bit for bit: the new rows at their positions,
 // the prefixes unchanged, NaN everywhere else.
@@ -285,7 +315,7 @@ func TestAttentionRows(t *testing.T) {
 			}
 			for _, nSplit := range []int{AttentionRowsSplits(c.nHead, maxCap), 1, 7} {
 				out := e.poisoned(len(q))
-				scratch := e.alloc(AttentionRowsScratchBytes(b.n, c.nHead, c.headDim, nSplit))
+				scratch := e.rowsScratch(b.n, c.nHead, c.headDim, nSplit)
 				e.check(e.k.AttentionRows(e.s, out, qd, b.meta, scratch, b.n, c.layer, c.nHead, c.nKVHead, c.headDim, scale, nSplit))
 				e.expect(fmt.Sprintf("attention/rows/%s/splits%d", c.name, nSplit), e.download(out, len(q)), ref)
 			}
@@ -294,6 +324,122 @@ func TestAttentionRows(t *testing.T) {
 			e.expect(fmt.Sprintf("attention/prefill/%s", c.name), e.download(out, len(q)), ref)
 		})
 	}
+}
+
+// checkAttentionRowsRepeat runs the merged AttentionRows (AttentionRowsQ8
+// where the head size allows) again and again on one scratch, sized for
+// more rows than the batch has: twice in a row, on a one-row batch, on the
+// whole batch again, then captured into a graph of two launches (as two
+// layers make) replayed several times. Every output must be bit for bit
+// what the merge as a second launch (attn_rows_combine_f32) gives, and
+// every arrival counter zero after each step.
+func (e *env) checkAttentionRowsRepeat(t *testing.T) {
+	cases := []rowsCase{
+		{name: "n1_d64", nHead: 32, nKVHead: 8, headDim: 64, layers: 2, layer: 1, seqs: []rowsSeq{{600, 1, 1024}}},
+		{name: "n6_gqa7_pad", nHead: 14, nKVHead: 2, headDim: 64, layers: 1, layer: 0,
+			seqs: []rowsSeq{{130, 1, 200}, {0, 1, 16}, {37, 1, 40}, {900, 1, 1000}, {5, 1, 6}}, pad: 1},
+		{name: "n3_d80", nHead: 6, nKVHead: 3, headDim: 80, layers: 2, layer: 1,
+			seqs: []rowsSeq{{10, 1, 16}, {700, 1, 1024}, {63, 1, 64}}},
+	}
+	for _, c := range cases {
+		e.t = t
+		b := e.setupRows(c)
+		e.store(b)
+		scale := float32(1 / math.Sqrt(float64(c.headDim)))
+		qs := c.nHead * c.headDim
+		qd := e.uploadF32(e.randVec(b.n * qs))
+		nSplit := AttentionRowsSplits(c.nHead, 1024)
+		q8 := c.headDim%32 == 0
+		// meta1 is a batch of the first row alone.
+		m1 := make([]byte, RowMetaBytes(1))
+		if s := b.seq[0]; s >= 0 {
+			PutRowMeta(m1, 1, 0, int32(b.pos[0]), int32(c.seqs[s].cap), b.pool.Add(b.base[s]))
+		}
+		meta1 := e.upload(m1)
+
+		type result struct {
+			out []float32
+			xq  []byte
+		}
+		// launch enqueues the attention of the first n rows (meta) into out and xq.
+		launch := func(out, xq, meta, scratch hip.DevicePtr, n int, combine bool) error {
+			if !q8 {
+				xq = 0
+			}
+			return e.k.attentionRows("AttentionRows", e.s, out, xq, qd, meta, scratch, n, c.layer, c.nHead, c.nKVHead,
+				c.headDim, scale, nSplit, combine)
+		}
+		newOut := func(n int) (out, xq hip.DevicePtr) {
+			return e.alloc(int64(n*qs) * 4), e.alloc(ActQ8Bytes(n * qs))
+		}
+		poison := func(n int, out, xq hip.DevicePtr) {
+			e.check(e.s.MemsetD32Async(out, 0x7fc00000, int64(n*qs)))
+			e.check(e.s.MemsetD8Async(xq, 0x55, ActQ8Bytes(n*qs)))
+		}
+		get := func(n int, out, xq hip.DevicePtr) result {
+			r := result{out: e.download(out, n*qs)}
+			if q8 {
+				r.xq = e.downloadBytes(xq, int(ActQ8Bytes(n*qs)))
+			}
+			return r
+		}
+		same := func(what string, got, want result) {
+			t.Helper()
+			if !sameBits(got.out, want.out) {
+				t.Errorf("%s/%s: output differs from the merge as a second launch", c.name, what)
+			}
+			if !slices.Equal(got.xq, want.xq) {
+				t.Errorf("%s/%s: int8 output differs from the merge as a second launch", c.name, what)
+			}
+		}
+		// The references: the merge as a second launch, on scratch of its own.
+		ref := func(n int, meta hip.DevicePtr) result {
+			out, xq := newOut(n)
+			poison(n, out, xq)
+			e.check(launch(out, xq, meta, e.rowsScratch(n, c.nHead, c.headDim, nSplit), n, true))
+			return get(n, out, xq)
+		}
+		want, want1 := ref(b.n, b.meta), ref(1, meta1)
+		rowRef := b.reference(e.download(qd, b.n*qs), scale)
+		e.expect(fmt.Sprintf("attention/rows/%s/combine", c.name), want.out, rowRef)
+
+		rows := b.n + 3 // the scratch has room for more rows than any batch here
+		scratch := e.rowsScratch(rows, c.nHead, c.headDim, nSplit)
+		out, xq := newOut(b.n)
+		step := func(what string, n int, meta hip.DevicePtr, want result) {
+			t.Helper()
+			poison(n, out, xq)
+			e.check(launch(out, xq, meta, scratch, n, false))
+			same(what, get(n, out, xq), want)
+			e.checkRowsCounters(c.name+"/"+what, scratch, rows, c.nHead, c.headDim, nSplit)
+		}
+		step("first", b.n, b.meta, want)
+		step("second", b.n, b.meta, want)
+		step("one_row", 1, meta1, want1)
+		step("third", b.n, b.meta, want)
+
+		// A graph of two launches on the same scratch into two outputs, replayed.
+		out2, xq2 := newOut(b.n)
+		e.sync()
+		e.check(e.s.BeginCapture())
+		err1 := launch(out, xq, b.meta, scratch, b.n, false)
+		err2 := launch(out2, xq2, b.meta, scratch, b.n, false)
+		g, err := e.s.EndCapture()
+		e.check(errors.Join(err1, err2, err))
+		for i := range 4 {
+			poison(b.n, out, xq)
+			poison(b.n, out2, xq2)
+			e.check(g.Launch(e.s))
+			same(fmt.Sprintf("graph%d_a", i), get(b.n, out, xq), want)
+			same(fmt.Sprintf("graph%d_b", i), get(b.n, out2, xq2), want)
+			e.checkRowsCounters(fmt.Sprintf("%s/graph%d", c.name, i), scratch, rows, c.nHead, c.headDim, nSplit)
+		}
+		e.check(g.Destroy())
+	}
+}
+
+func TestAttentionRowsRepeat(t *testing.T) {
+	newEnv(t, 26).checkAttentionRowsRepeat(t)
 }
 
 // TestRopeRowMeta checks that Rope can take the row metadata as its
@@ -393,7 +539,7 @@ func BenchmarkAttentionRows(b *testing.B) {
 			}
 		}
 		q, out := e.uploadF32(e.randVec(n*nHead*headDim)), e.alloc(int64(n*nHead*headDim)*4)
-		scratch := e.alloc(AttentionRowsScratchBytes(n, nHead, headDim, nSplit))
+		scratch := e.rowsScratch(n, nHead, headDim, nSplit)
 
 		run := func(name string, kv float64, launch func(i int)) {
 			b.Run(c.name+"/"+name, func(b *testing.B) {
@@ -409,8 +555,11 @@ func BenchmarkAttentionRows(b *testing.B) {
 				b.ReportMetric(hostUS, "host-us/op")
 			})
 		}
-		run(fmt.Sprintf("AttentionRows_splits%d", nSplit), kvBytes, func(i int) {
+		run(fmt.Sprintf("AttentionRows_splits%d", nSplit), kvBytes, func(i int) { // split, then the combine launch
 			e.check(e.k.AttentionRows(e.s, out, q, metas[i%len(metas)], scratch, n, 0, nHead, nKVHead, headDim, scale, nSplit))
+		})
+		run(fmt.Sprintf("AttentionRows_splits%d_merged", nSplit), kvBytes, func(i int) { // the last block merges: one launch
+			e.check(e.k.attentionRows("AttentionRows", e.s, out, 0, q, metas[i%len(metas)], scratch, n, 0, nHead, nKVHead, headDim, scale, nSplit, false))
 		})
 		if c.prompt {
 			run("AttentionRowsPrefill", kvBytes, func(i int) {

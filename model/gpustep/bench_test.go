@@ -56,22 +56,42 @@ func BenchmarkDecodeDirect(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	// Upload every tensor, one allocation per tensor, synchronously.
+	// Upload every tensor synchronously: each layer in one allocation laid
+	// out as the uploader does (gpustep.Layout, so Q/K/V and gate/up fuse),
+	// the rest one allocation per tensor.
 	ptrs := map[string]hip.DevicePtr{}
+	var allocs []hip.DevicePtr
+	defer func() {
+		for _, p := range allocs {
+			_ = dev.Free(p)
+		}
+	}()
 	s := r.Stream()
-	for _, t := range f.Tensors {
-		p, err := dev.Malloc(int64(t.Size))
+	upload := func(ts []*gguf.TensorInfo) {
+		ordered, offsets, size := gpustep.Layout(ts)
+		p, err := dev.Malloc(size)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer dev.Free(p)
-		if err := s.MemcpyHtoDAsync(p, f.TensorData(t)); err != nil {
-			b.Fatal(err)
+		allocs = append(allocs, p)
+		for i, t := range ordered {
+			q := p.Add(offsets[i])
+			if err := s.MemcpyHtoDAsync(q, f.TensorData(t)); err != nil {
+				b.Fatal(err)
+			}
+			ptrs[t.Name] = q
 		}
 		if err := s.Synchronize(context.Background()); err != nil {
 			b.Fatal(err)
 		}
-		ptrs[t.Name] = p
+	}
+	for l := 0; l < cfg.Layers; l++ {
+		upload(loader.LayerTensors(f.Header, l))
+	}
+	for _, t := range f.Tensors {
+		if _, ok := ptrs[t.Name]; !ok {
+			upload([]*gguf.TensorInfo{t})
+		}
 	}
 	at := func(name string) (hip.DevicePtr, bool) { p, ok := ptrs[name]; return p, ok }
 	g, err := r.BindGlobals(tensors{f}, at)

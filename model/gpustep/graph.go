@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/forgepipe/forgepipe/hip"
-	"github.com/forgepipe/forgepipe/kernels/gpu"
 )
 
 // A block's step of one row enqueues some fifteen kernels; launched one by
@@ -29,10 +28,10 @@ type graphCache struct {
 }
 
 // capturable reports whether a step of n rows of b is captured: steps
-// made only of kernels (one row, or a few rows of 8-bit-activation
-// products); batched products through BLAS are not.
+// made only of kernels (one row, or up to maxRowsProduct rows of
+// 8-bit-activation products); batched products through BLAS are not.
 func (r *Runtime) capturable(b *Block, n int) bool {
-	return n == 1 || (n <= gpu.MaxMatVecRows && r.int8Block(b))
+	return n == 1 || (n <= maxRowsProduct && r.int8Block(b))
 }
 
 // maxGraphs bounds the graphs kept; past it the cache starts again.

@@ -151,6 +151,11 @@ func (r *Runtime) init() error {
 			return err
 		}
 	}
+	// The attention's merge counts arrivals in its scratch: zero once, and
+	// every AttentionRows launch leaves it so.
+	if err := r.stream.MemsetD8Async(r.s.attn, 0, gpu.AttentionRowsScratchBytes(n, c.Heads, c.HeadDim, r.nSplit)); err != nil {
+		return fmt.Errorf("gpustep: attention scratch: %w", err)
+	}
 	return nil
 }
 
@@ -428,8 +433,11 @@ func (r *Runtime) Step(b *Block, in Rows) (Rows, error) {
 
 // enqueueBlock enqueues one block: out = in + attention(in), then
 // out += ffn(out). One row with 8-bit activations takes the fused kernels:
-// the norms quantise their output, the residual add is fused into the
-// second norm and SwiGLU quantises for the down projection. Called under mu.
+// the norms quantise their output, the attention's merge quantises its
+// output for the output projection, which adds the residual itself (out =
+// in + O·att; or else the second norm does), SwiGLU quantises for the down
+// projection, and that adds its residual too (out += down·h), each
+// bit for bit what the separate kernels give. Called under mu.
 func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int, prefill bool) error {
 	c, k, s, sc := r.cfg, r.k, r.stream, &r.s
 	dim, qdim, kvdim, ffn := c.Dim, c.QDim(), c.KVDim(), c.FFN
@@ -451,13 +459,25 @@ func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int, pre
 		e.add(r.linear(n, sc.xn, dim, q8, out1{&b.Query, q}, out1{&b.Key, kk}, out1{&b.Value, v}))
 	}
 	e.add(k.RopeKVStore(s, &c.Rope, r.freqs, q, kk, v, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim))
-	if prefill {
+	// oq8: one row whose output projection takes int8 activations, which
+	// the attention's merge kernel writes.
+	oq8 := n == 1 && !prefill && c.HeadDim%32 == 0 && !r.opts.Float32Activations && gpu.HasMatVecQ8(b.Output.Type)
+	switch {
+	case prefill:
 		e.add(k.AttentionRowsPrefill(s, sc.att, q, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale))
-	} else {
+	case oq8:
+		e.add(k.AttentionRowsQ8(s, sc.att, sc.xq, q, meta, sc.attn, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale, r.nSplit))
+	default:
 		e.add(k.AttentionRows(s, sc.att, q, meta, sc.attn, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale, r.nSplit))
 	}
-	e.add(r.linear(n, sc.att, qdim, false, out1{&b.Output, sc.o}))
-	e.add(k.AddRMSNormQ8(s, out, in, sc.o, sc.xn, xq, b.FFNNorm, n, dim, c.RMSEps))
+	if oq8 && b.Output.Bias == 0 {
+		o := &b.Output // out = in + O·att in the product: the norm has no sum to make
+		e.add(k.MatVecQ8Add(s, o.Type, o.W, sc.xq, in, out, o.Rows, o.Cols))
+		e.add(k.AddRMSNormQ8(s, 0, out, 0, sc.xn, xq, b.FFNNorm, n, dim, c.RMSEps))
+	} else {
+		e.add(r.linear(n, sc.att, qdim, oq8, out1{&b.Output, sc.o}))
+		e.add(k.AddRMSNormQ8(s, out, in, sc.o, sc.xn, xq, b.FFNNorm, n, dim, c.RMSEps))
+	}
 	if n == 1 && b.gateUp != nil {
 		e.add(r.linear(n, sc.xn, dim, q8, out1{b.gateUp, sc.gate})) // up lands right after gate
 	} else {
@@ -468,8 +488,13 @@ func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int, pre
 	} else {
 		e.add(k.SwiGLU(s, sc.gate, sc.gate, up, n*ffn))
 	}
-	e.add(r.linear(n, sc.gate, ffn, q8, out1{&b.Down, sc.o}))
-	e.add(k.Add(s, out, out, sc.o, n*dim))
+	if q8 && b.Down.Bias == 0 {
+		d := &b.Down // out += down·h in the product (SwiGLUQ8 quantised h)
+		e.add(k.MatVecQ8Add(s, d.Type, d.W, sc.xq, out, out, d.Rows, d.Cols))
+	} else {
+		e.add(r.linear(n, sc.gate, ffn, q8, out1{&b.Down, sc.o}))
+		e.add(k.Add(s, out, out, sc.o, n*dim))
+	}
 	return e.err
 }
 
@@ -507,22 +532,15 @@ type out1 struct {
 // Called under mu.
 func (r *Runtime) linear(n int, x hip.DevicePtr, cols int, pre bool, outs ...out1) error {
 	s, k := r.stream, r.k
+	if n > 1 && n <= maxRowsProduct && r.rowsProducts(outs) {
+		return r.linearRows(n, x, cols, outs)
+	}
 	quantised := pre
 	for _, o := range outs {
 		w := o.w
 		var err error
 		q8 := !r.opts.Float32Activations && gpu.HasMatVecQ8(w.Type)
 		switch {
-		case q8 && n > 1 && n <= gpu.MaxMatVecRows:
-			// A few rows (decode of several sequences): each weight block
-			// read once for all of them, no dequantised copy.
-			if !quantised {
-				if err := k.QuantizeActQ8(s, x, r.s.xq, n*cols); err != nil {
-					return err
-				}
-				quantised = true
-			}
-			err = k.MatVecQ8Rows(s, w.Type, w.W, r.s.xq, o.y, w.Rows, w.Cols, n)
 		case n > 1:
 			need := gpu.MatMulScratchBytes(w.Type, w.Rows, w.Cols, n)
 			if need > r.s.mmBytes {
@@ -561,6 +579,58 @@ func (r *Runtime) linear(n int, x hip.DevicePtr, cols int, pre bool, outs ...out
 
 // growMM replaces the BLAS scratch by a larger one. Graphs captured with
 // the old one are dropped. Called under mu.
+// maxRowsProduct is the most rows whose products go through MatVecQ8Rows,
+// in chunks of up to gpu.MaxMatVecRows, rather than dequantisation and a
+// GEMM. A chunk of 8 rows takes about one row's time (18 µs for a 1B
+// model's gate+up in Q8_0, NOTES.md), the dequantise-and-GEMM path about
+// 155 µs (Q8_0) to 250 µs (Q4_K) whatever the rows: 64 rows, 8 chunks,
+// are still no slower.
+const maxRowsProduct = 8 * gpu.MaxMatVecRows
+
+// rowsProducts reports whether every product of outs can take
+// MatVecQ8Rows (int8 activations, a type with batched kernels).
+func (r *Runtime) rowsProducts(outs []out1) bool {
+	if r.opts.Float32Activations {
+		return false
+	}
+	for _, o := range outs {
+		if !gpu.HasMatVecQ8(o.w.Type) {
+			return false
+		}
+	}
+	return true
+}
+
+// linearRows is linear for 2..maxRowsProduct rows through MatVecQ8Rows:
+// the rows in balanced chunks of at most gpu.MaxMatVecRows, each chunk
+// quantised once into the int8 scratch and multiplied with every matrix,
+// so each weight block is read once per chunk. Called under mu.
+func (r *Runtime) linearRows(n int, x hip.DevicePtr, cols int, outs []out1) error {
+	s, k := r.stream, r.k
+	chunks := (n + gpu.MaxMatVecRows - 1) / gpu.MaxMatVecRows
+	per := (n + chunks - 1) / chunks
+	for j0 := 0; j0 < n; j0 += per {
+		m := min(per, n-j0)
+		if err := k.QuantizeActQ8(s, x.Add(int64(j0*cols*4)), r.s.xq, m*cols); err != nil {
+			return err
+		}
+		for _, o := range outs {
+			w := o.w
+			if err := k.MatVecQ8Rows(s, w.Type, w.W, r.s.xq, o.y.Add(int64(j0*w.Rows*4)), w.Rows, w.Cols, m); err != nil {
+				return err
+			}
+		}
+	}
+	for _, o := range outs {
+		if o.w.Bias != 0 {
+			if err := k.AddRows(s, o.y, o.w.Bias, n, o.w.Rows); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (r *Runtime) growMM(need int64) error {
 	p, err := r.pool.get(need)
 	if err != nil {

@@ -11,7 +11,7 @@
 #
 # Steps:
 #   test     tests/pipeline_gpu_test.go: golden tokens, lazy == eager, concurrency
-#   decode   pipeline bench --json, actors and --eager: decode at batch 1 and
+#   decode   pipeline bench --json, actors and --eager ($MODES): decode at batch 1 and
 #            prompt processing at 512 tokens on 1B-shaped Q8_0/F16/Q4_0 and an
 #            8B-shaped Q4_K model generated here (gen-model), and the bundled model
 #   cold     process start to first token with the file dropped from the page
@@ -21,6 +21,14 @@
 #            on the copy stream, layer steps on the compute stream)
 #   direct   BenchmarkDecodeDirect (model/gpustep's steps without actors, needs
 #            $DIR/gpustep.test) against the pipeline's decode: the actors' cost
+#   ab       BenchmarkDecodeDirect under each of $AB (env settings, "-" for
+#            none), rounds interleaved: e.g. programmatic dependent launch
+#            on (FORGEPIPE_PDL=1) or with weight prefetch as well
+#            (FORGEPIPE_PREFETCH_WEIGHTS=1) against the default
+#   ncu      every kernel of whole decode tokens of BenchmarkDecodeDirect under
+#            Nsight Compute (durations with caches flushed, DRAM bytes), summed
+#            per kernel by scripts/device/ncu-summary.py, against the step time
+#            measured without the profiler: what the launch gaps cost
 # Full logs and JSON go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +37,7 @@ mkdir -p "$OUT"
 STEPS=${STEPS:-test decode cold conc trace direct}
 TYPES=${TYPES:-q8_0 f16 q4_0}
 BIG=${BIG-8b-q4_k}
+MODES=${MODES:-actors eager} # decode: the actor pipeline, --eager
 DIR=${DIR:-.devcarry/gpupipe}
 PIPE=$DIR/pipeline
 export FORGEPIPE_KERNEL_CACHE=${FORGEPIPE_KERNEL_CACHE:-/tmp/forgepipe-kernel-cache}
@@ -72,13 +81,17 @@ fi
 [[ -n ${gen_pid:-} ]] && wait "$gen_pid"
 
 if has decode; then
-  bench bundled-actors models/forgepipe-tiny.f16.gguf --prompt-tokens 128 --gen-tokens 256 --reps 3
-  bench bundled-eager models/forgepipe-tiny.f16.gguf --prompt-tokens 128 --gen-tokens 256 --reps 3 --eager
+  for mode in $MODES; do
+    a=(); [[ $mode == eager ]] && a=(--eager)
+    bench "bundled-$mode" models/forgepipe-tiny.f16.gguf --prompt-tokens 128 --gen-tokens 256 --reps 3 "${a[@]}"
+  done
   for m in $(for t in $TYPES; do echo "1b-$t"; done) $BIG; do
     f=/tmp/$m.gguf
     [[ -f $f ]] || continue
-    bench "$m-actors" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 --max-batch 512
-    bench "$m-eager" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 --eager
+    for mode in $MODES; do
+      a=(--max-batch 512); [[ $mode == eager ]] && a=(--eager)
+      bench "$m-$mode" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 "${a[@]}"
+    done
   done
 fi
 
@@ -131,6 +144,34 @@ if has direct; then
     [[ -f $f && -x $DIR/gpustep.test ]] || continue
     FORGEPIPE_BENCH_MODEL=$f "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 128x -test.count 3 2>&1 | grep -E "tok/s|FAIL|panic" | sed "s/^/$m /"
     bench "$m-pipe" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 --max-batch 512
+  done
+fi
+if has ab; then
+  for m in ${AB_MODELS:-1b-q8_0 $BIG}; do
+    f=/tmp/$m.gguf
+    [[ -f $f && -x $DIR/gpustep.test ]] || continue
+    for round in 1 2 3; do
+      for e in ${AB:-- FORGEPIPE_PDL=1 FORGEPIPE_PDL=1,FORGEPIPE_PREFETCH_WEIGHTS=1}; do
+        [[ $e == - ]] && e=
+        env ${e//,/ } FORGEPIPE_BENCH_MODEL=$f "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 256x 2>&1 |
+          grep -E "tok/s|FAIL|panic" | sed "s/^/$m ${e:-default} round $round: /"
+      done
+    done
+  done
+fi
+
+if has ncu; then
+  for m in ${NCU_MODELS:-1b-q8_0 $BIG}; do
+    f=/tmp/$m.gguf
+    [[ -f $f && -x $DIR/gpustep.test ]] || continue
+    FORGEPIPE_BENCH_MODEL=$f "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 128x -test.count 2 2>&1 | grep -E "tok/s|FAIL|panic" | sed "s/^/$m /"
+    # Skip the prompt step and the warm-up tokens (about 30 launches a layer
+    # for the prompt, 15 a token); ncu-summary.py keeps whole tokens only.
+    layers=$(python3 -c 'import sys; print(32 if "8b" in sys.argv[1] else 16)' "$m")
+    FORGEPIPE_BENCH_MODEL=$f timeout 400 ncu --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+      --csv --page raw --launch-skip $((layers * 200)) --launch-count $((layers * 40)) \
+      "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 64x >"$OUT/ncu-$m.csv" 2>"$OUT/ncu-$m.log" || { echo "ncu $m FAILED"; tail -5 "$OUT/ncu-$m.log"; }
+    python3 scripts/device/ncu-summary.py "$OUT/ncu-$m.csv" | sed "s/^/$m /"
   done
 fi
 exit $rc

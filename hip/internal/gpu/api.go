@@ -100,6 +100,13 @@ type API struct {
 	// none (HIP before 5.3): (hipStream_t s, void (*fn)(hipStream_t, hipError_t, void *), void *userData, unsigned flags).
 	StreamAddCallback Sym
 	CtxSynchronize    Sym // ()
+	// LaunchKernelEx runs dependent launches (hip.LaunchConfig.Dependent):
+	// (const CUlaunchConfig *c, CUfunction f, void **params, void **extra),
+	// with one CUlaunchAttribute, id LaunchAttrProgrammatic and value int 1.
+	// Its Fn is 0 where the device cannot overlap kernels that way; a
+	// dependent launch is then an ordinary LaunchKernel.
+	LaunchKernelEx         Sym
+	LaunchAttrProgrammatic uint32 // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
 
 	// RTC is the run-time compiler; nil when none was found (LoadModule
 	// then fails with ErrNotSupported and says why in RTCMissing).

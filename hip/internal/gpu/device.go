@@ -105,6 +105,11 @@ func (d *Device) Compiles() int64 { return d.compiles.Load() }
 // CacheHits counts the modules loaded from the kernel cache since Open.
 func (d *Device) CacheHits() int64 { return d.cacheHits.Load() }
 
+// DependentLaunch reports whether dependent launches (hip.LaunchConfig)
+// overlap the kernel before them on this device, rather than run as
+// ordinary launches.
+func (d *Device) DependentLaunch() bool { return d.api.LaunchKernelEx.Fn != 0 }
+
 // enter locks the goroutine to its OS thread and makes the device current
 // there; leave undoes the lock. A failed enter has already unlocked.
 func (d *Device) enter(call string) error {

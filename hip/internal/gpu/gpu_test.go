@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/forgepipe/forgepipe/hip"
 )
@@ -112,5 +113,39 @@ func TestLibCandidates(t *testing.T) {
 	want := []string{"/opt/libx.so", filepath.Join(dir, "libx.so.10"), filepath.Join(dir, "libx.so.2"), filepath.Join(dir, "libx.so"), "libx.so"}
 	if !slices.Equal(got, want) {
 		t.Errorf("LibCandidates:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestLaunchConfigLayout holds launchConfig and launchAttribute to the
+// layout of CUlaunchConfig and CUlaunchAttribute in cuda.h on 64-bit hosts,
+// which cuLaunchKernelEx reads.
+func TestLaunchConfigLayout(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("the layout checked is that of 64-bit hosts")
+	}
+	var c launchConfig
+	var a launchAttribute
+	for _, f := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"sizeof(CUlaunchConfig)", unsafe.Sizeof(c), 56},
+		{"CUlaunchConfig.gridDimX", unsafe.Offsetof(c.gridDimX), 0},
+		{"CUlaunchConfig.blockDimX", unsafe.Offsetof(c.blockDimX), 12},
+		{"CUlaunchConfig.sharedMemBytes", unsafe.Offsetof(c.sharedMemBytes), 24},
+		{"CUlaunchConfig.hStream", unsafe.Offsetof(c.hStream), 32},
+		{"CUlaunchConfig.attrs", unsafe.Offsetof(c.attrs), 40},
+		{"CUlaunchConfig.numAttrs", unsafe.Offsetof(c.numAttrs), 48},
+		{"sizeof(CUlaunchAttribute)", unsafe.Sizeof(a), 72},
+		{"CUlaunchAttribute.value", unsafe.Offsetof(a.value), 8},
+	} {
+		if f.got != f.want {
+			t.Errorf("%s = %d, want %d", f.name, f.got, f.want)
+		}
+	}
+	p := paramsPool.Get().(*params)
+	defer paramsPool.Put(p)
+	if p.cfg.attrs != uintptr(unsafe.Pointer(&p.attr)) {
+		t.Errorf("a pooled params' config does not point at its own attribute")
 	}
 }

@@ -317,11 +317,38 @@ func copyOut(dst, src []byte) {
 const maxArgs = 64
 
 // params is a kernel's parameter array: a slot per argument and the array
-// of pointers to the slots that the launch call takes. The driver copies
-// the values during the call, so a params is reused at once.
+// of pointers to the slots that the launch call takes, and the
+// configuration LaunchKernelEx takes, whose attrs points at attr. The
+// driver copies all of it during the call, so a params is reused at once.
 type params struct {
 	vals [maxArgs]uint64
 	ptrs [maxArgs]uintptr
+	cfg  launchConfig
+	attr launchAttribute
+}
+
+// launchConfig is CUlaunchConfig (cuda.h, CUDA 12.0 and later), laid out as
+// C lays it out on 64-bit hosts: seven unsigned ints, 4 bytes of padding,
+// the stream at offset 32, attrs at 40, numAttrs at 48; 56 bytes in all.
+type launchConfig struct {
+	gridDimX, gridDimY, gridDimZ    uint32
+	blockDimX, blockDimY, blockDimZ uint32
+	sharedMemBytes                  uint32
+	_                               uint32
+	hStream                         uintptr // CUstream
+	attrs                           uintptr // CUlaunchAttribute *
+	numAttrs                        uint32
+	_                               uint32
+}
+
+// launchAttribute is CUlaunchAttribute: the CUlaunchAttributeID, 4 bytes of
+// padding (char pad[8 - sizeof(CUlaunchAttributeID)]) and the 64-byte
+// CUlaunchAttributeValue union at offset 8; 72 bytes in all. The union's
+// int members (programmaticStreamSerializationAllowed) are its first 4 bytes.
+type launchAttribute struct {
+	id    uint32
+	_     uint32
+	value [16]uint32
 }
 
 var paramsPool = sync.Pool{New: func() any {
@@ -329,14 +356,22 @@ var paramsPool = sync.Pool{New: func() any {
 	for i := range p.ptrs {
 		p.ptrs[i] = uintptr(unsafe.Pointer(&p.vals[i]))
 	}
+	p.cfg.attrs = uintptr(unsafe.Pointer(&p.attr))
 	return p
 }}
 
 func (s *stream) Launch(f hip.Function, grid, block hip.Dim3, sharedMem uint32, args ...hip.Arg) error {
-	return s.captured(s.launch(f, grid, block, sharedMem, args))
+	return s.captured(s.launch(f, hip.LaunchConfig{Grid: grid, Block: block, SharedMem: sharedMem}, args))
 }
 
-func (s *stream) launch(f hip.Function, grid, block hip.Dim3, sharedMem uint32, args []hip.Arg) error {
+// LaunchEx is Launch, through LaunchKernelEx with programmatic stream
+// serialization allowed when c is Dependent and the device can.
+func (s *stream) LaunchEx(f hip.Function, c hip.LaunchConfig, args ...hip.Arg) error {
+	return s.captured(s.launch(f, c, args))
+}
+
+func (s *stream) launch(f hip.Function, lc hip.LaunchConfig, args []hip.Arg) error {
+	grid, block, sharedMem := lc.Grid, lc.Block, lc.SharedMem
 	api := s.dev.api
 	fn, ok := f.(*function)
 	if !ok || fn == nil || fn.mod.dev != s.dev {
@@ -364,15 +399,29 @@ func (s *stream) launch(f hip.Function, grid, block hip.Dim3, sharedMem uint32, 
 		paramsPool.Put(p)
 		return err
 	}
-	st := call(api.LaunchKernel.Fn, fn.h,
-		uintptr(grid.X), uintptr(grid.Y), uintptr(grid.Z),
-		uintptr(block.X), uintptr(block.Y), uintptr(block.Z),
-		uintptr(sharedMem), s.h, uintptr(unsafe.Pointer(&p.ptrs[0])), 0)
+	var st Status
+	dependent := lc.Dependent && api.LaunchKernelEx.Fn != 0
+	if dependent {
+		p.cfg.gridDimX, p.cfg.gridDimY, p.cfg.gridDimZ = grid.X, grid.Y, grid.Z
+		p.cfg.blockDimX, p.cfg.blockDimY, p.cfg.blockDimZ = block.X, block.Y, block.Z
+		p.cfg.sharedMemBytes, p.cfg.hStream, p.cfg.numAttrs = sharedMem, s.h, 1
+		p.attr.id, p.attr.value[0] = api.LaunchAttrProgrammatic, 1
+		st = call(api.LaunchKernelEx.Fn, uintptr(unsafe.Pointer(&p.cfg)), fn.h, uintptr(unsafe.Pointer(&p.ptrs[0])), 0)
+	} else {
+		st = call(api.LaunchKernel.Fn, fn.h,
+			uintptr(grid.X), uintptr(grid.Y), uintptr(grid.Z),
+			uintptr(block.X), uintptr(block.Y), uintptr(block.Z),
+			uintptr(sharedMem), s.h, uintptr(unsafe.Pointer(&p.ptrs[0])), 0)
+	}
 	c := s.capture
 	s.end()
 	paramsPool.Put(p)
 	if st != 0 {
-		return s.dev.err(fmt.Sprintf("%s grid %v block %v shared %d", fn.launchCall, grid, block, sharedMem), st)
+		callName := fn.launchCall
+		if dependent {
+			callName = fmt.Sprintf("%s(%q) (programmatic stream serialization)", api.LaunchKernelEx.Name, fn.name)
+		}
+		return s.dev.err(fmt.Sprintf("%s grid %v block %v shared %d", callName, grid, block, sharedMem), st)
 	}
 	if c != nil {
 		c.kernels.Add(1)

@@ -25,6 +25,7 @@ FP_KERNEL void __launch_bounds__(ATT_THREADS)
     attn_split_f32(float* __restrict__ part, const float* __restrict__ q, const float* __restrict__ k,
                    const float* __restrict__ v, int pos0, int nHead, int nKVHead, int headDim, float scale,
                    int splitLen) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	const int s = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
 	const int nSplit = gridDim.x;
 	const int n = pos0 + i + 1; // positions this query row attends to
@@ -92,6 +93,7 @@ FP_KERNEL void __launch_bounds__(ATT_THREADS)
 
 FP_KERNEL void attn_combine_f32(float* __restrict__ out, const float* __restrict__ part, int nHead, int headDim,
                                 int nSplit) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	const int h = blockIdx.x, i = blockIdx.y;
 	const float* pp = part + ((long long)i * nHead + h) * nSplit * (headDim + 2);
 	float M = -fp_inf();
@@ -142,6 +144,7 @@ FP_DEVICE bool row_kv(const i32* __restrict__ meta, int n, int r, int layer, int
 // sequence's cache for layer at the row's position.
 FP_KERNEL void kv_store_f32(const i32* __restrict__ meta, const float* __restrict__ k,
                             const float* __restrict__ v, int n, int layer, int kvDim) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	const int r = blockIdx.y, i = blockIdx.x * blockDim.x + threadIdx.x;
 	int pos, cap;
 	const float* kc;
@@ -163,7 +166,15 @@ FP_DEVICE float4 f4_shfl_xor(float4 a, int m) {
 // exp_from is e^(x-m), 0 when x is -inf (also when m is).
 FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(x - m); }
 
-// attn_rows_split: grid (nSplit, nKVHead * ceil(group/ROWS_GB), n),
+// The scratch of attn_rows_split holds rowStride 32-bit words per row r
+// (at part + r*rowStride): nHead arrival counters (u32, one per block
+// column y of the row; zero between launches), then the row's partials,
+// head h's piece s at nHead + (h*nSplit + s)*(headDim+2). A row's place
+// depends on rowStride alone, never on n or the launch's nSplit (at most
+// the one rowStride was sized for), so launches of any n share one scratch
+// and never overwrite each other's counters.
+//
+// attn_rows_piece: grid (nSplit, nKVHead * ceil(group/ROWS_GB), n),
 // ROWS_THREADS threads; D is the head size rounded up to 64, 128 or 256.
 // Block (s, y, r) takes row r, up to ROWS_GB query heads of one KV head (the
 // group's heads share every K and V load), and piece s of the row's context:
@@ -172,11 +183,12 @@ FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(
 // one position (a float4 each), a warp takes PW positions side by side and U
 // of those steps at once (all loads issued before any is used), and each lane
 // group keeps an online softmax per head; groups and warps are merged at the
-// end into one partial per head: m, l, acc[headDim] (m = -inf when empty),
-// at part[((r*nHead + h)*nSplit + s)*(headDim+2)].
+// end into one partial per head: m, l, acc[headDim] (m = -inf when empty,
+// the rest then left stale).
 template <int D>
-FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
-                               int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit) {
+FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
+                               int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,
+                               int rowStride) {
 	enum {
 		LP = D / 4 < WARP_SIZE ? D / 4 : WARP_SIZE, // lanes per position
 		VPL = D / (4 * LP),                         // float4 per lane
@@ -191,7 +203,7 @@ FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict
 	const int sg = lane / LP, j = lane % LP;
 	const int kvDim = nKVHead * headDim;
 	const long long hstride = (long long)nSplit * (headDim + 2);
-	float* pp = part + ((long long)r * nHead + h0) * hstride + (long long)s * (headDim + 2);
+	float* pp = part + (long long)r * rowStride + nHead + h0 * hstride + (long long)s * (headDim + 2);
 
 	int pos, cap;
 	const float* kb;
@@ -303,67 +315,167 @@ FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict
 	}
 }
 
+// q8_group is in fused.cu (one translation unit): quantize_act_q8 of one
+// value per thread of a group of 32.
+FP_DEVICE void q8_group(i8* __restrict__ xq, int n, int idx, float v);
+
+// ld_l2 loads a float another block of the grid wrote before its arrival
+// (attn_rows_split): from the L2 (ld.global.cg), never from this SM's L1,
+// which may hold a stale line of it; on AMD a volatile load, which the
+// compiler makes coherent at the device level (glc), the same.
+FP_DEVICE float ld_l2(const float* p) {
+#if defined(FP_AMD)
+	return *(const volatile float*)p;
+#else
+	return __ldcg(p);
+#endif
+}
+
+// attn_rows_merge: the block's ROWS_THREADS threads merge the nSplit pieces
+// of query heads h0..h0+gn-1 (gn <= ROWS_GB) of row r of n, rp being the
+// row's partials (head h's at rp + h*nSplit*(headDim+2)): out = Σ e^(m_s-M)
+// acc_s / Σ e^(m_s-M) l_s over the non-empty pieces; zeros for a padding row
+// (every piece empty). The pieces are read side by side (a thread per piece,
+// then a thread per output value with every piece's load independent of the
+// others), never one after another, and an empty piece's stale acc is never
+// loaded. When xq is not null (headDim a multiple of 32) it also writes the
+// int8 form of out, as quantize_act_q8 over all n rows at once:
+// n*nHead*headDim int8, then a float scale per 32. A 32-group is 32 dims of
+// one head, whole warps of the output loop, so its shuffles see every lane.
+// A head's sums are made in the same order whatever gn and h0, so
+// attn_rows_split's merge and attn_rows_combine_f32 give the same bits.
+FP_DEVICE void attn_rows_merge(float* __restrict__ out, i8* __restrict__ xq, const float* rp, int n, int r,
+                               int nHead, int h0, int gn, int headDim, int nSplit) {
+	enum { SPT = ROWS_MAX_SPLIT / ROWS_THREADS }; // pieces per thread
+	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+	const int stride = headDim + 2;
+	const long long hstride = (long long)nSplit * stride;
+	__shared__ float w[ROWS_GB][ROWS_MAX_SPLIT], red[2][ROWS_GB][ROWS_WARPS];
+	float ms[ROWS_GB][SPT], lv[ROWS_GB][SPT];
+#pragma unroll
+	for (int g = 0; g < ROWS_GB; g++) { // m and l of each piece of every head, in one trip
+		if (g >= gn) continue; // uniform over the block
+		const float* pp = rp + (h0 + g) * hstride;
+#pragma unroll
+		for (int i = 0; i < SPT; i++) {
+			const int s = threadIdx.x + i * ROWS_THREADS;
+			ms[g][i] = s < nSplit ? ld_l2(pp + s * stride) : -fp_inf();
+			lv[g][i] = s < nSplit ? ld_l2(pp + s * stride + 1) : 0.f; // an empty piece's is stale: never used
+		}
+	}
+#pragma unroll
+	for (int g = 0; g < ROWS_GB; g++) {
+		if (g >= gn) continue;
+		float mx = -fp_inf();
+#pragma unroll
+		for (int i = 0; i < SPT; i++) mx = fmaxf(mx, ms[g][i]);
+		mx = warp_max(mx);
+		if (lane == 0) red[0][g][warp] = mx;
+	}
+	__syncthreads();
+#pragma unroll
+	for (int g = 0; g < ROWS_GB; g++) {
+		if (g >= gn) continue;
+		float M = -fp_inf(), ls = 0.f;
+		for (int i = 0; i < ROWS_WARPS; i++) M = fmaxf(M, red[0][g][i]);
+#pragma unroll
+		for (int i = 0; i < SPT; i++) {
+			const int s = threadIdx.x + i * ROWS_THREADS;
+			const float e = M == -fp_inf() ? 0.f : exp_from(ms[g][i], M);
+			if (s < nSplit) w[g][s] = e;
+			ls += e != 0.f ? e * lv[g][i] : 0.f;
+		}
+		ls = warp_sum(ls);
+		if (lane == 0) red[1][g][warp] = ls;
+	}
+	__syncthreads();
+	for (int t = threadIdx.x; t < gn * headDim; t += ROWS_THREADS) {
+		const int g = t / headDim, d = t % headDim;
+		float L = 0.f;
+		for (int i = 0; i < ROWS_WARPS; i++) L += red[1][g][i];
+		const float inv = L > 0.f ? 1.f / L : 0.f;
+		const float* pp = rp + (h0 + g) * hstride + 2 + d;
+		float a = 0.f;
+#pragma unroll 16
+		for (int s = 0; s < nSplit; s++) {
+			const float ws = w[g][s]; // 0 for an empty piece: its stale acc is neither loaded nor multiplied
+			const float v = ws != 0.f ? ld_l2(pp + s * stride) : 0.f;
+			a += ws != 0.f ? ws * v : 0.f;
+		}
+		const float y = a * inv;
+		const long long o = ((long long)r * nHead + h0 + g) * headDim + d;
+		out[o] = y;
+		if (xq) q8_group(xq, n * nHead * headDim, (int)o, y); // within int: see the launcher
+	}
+}
+
+// attn_rows_split: attn_rows_piece, then, when out is not null, the merge:
+// the block that completes a (row, column y) (its last piece) merges the
+// pieces of the column's heads (attn_rows_merge) into out and xq. Each
+// block, empty or not (padding rows too), publishes its partials (block
+// barrier, fence) and then arrives: one atomicAdd on the column's counter.
+// The block that sees nSplit-1 arrivals before its own is the last: it
+// returns the counter to zero for the next launch (which its FP_GRID_WAIT
+// orders after this one's end, also in a replayed graph), fences (acquire)
+// and reads the other blocks' partials from the L2. With out null the
+// partials are left to attn_rows_combine_f32 and the counters untouched.
+template <int D>
+FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
+                               int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,
+                               int rowStride, float* __restrict__ out, i8* __restrict__ xq) {
+	attn_rows_piece<D>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride);
+	if (!out) return;
+	const int r = blockIdx.z, nSplit = gridDim.x;
+	const int group = nHead / nKVHead, chunks = (group + ROWS_GB - 1) / ROWS_GB;
+	const int y = blockIdx.y, g0 = y % chunks * ROWS_GB; // the heads of attn_rows_piece
+	const int h0 = y / chunks * group + g0, gn = min(ROWS_GB, group - g0);
+	float* rp = part + (long long)r * rowStride;
+	u32* count = (u32*)rp + y;
+	__shared__ int last;
+	// Cooperative groups' grid barrier does the same: the block barrier
+	// orders every thread's partial stores before thread 0's fence, which
+	// (cumulative) orders them before its arrival; the last block's fence
+	// after the atomic, then the barrier, order its threads' loads after
+	// every other block's arrival.
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		__threadfence(); // release
+		last = atomicAdd(count, 1u) == (u32)nSplit - 1;
+		if (last) {
+			atomicExch(count, 0u); // every piece has arrived: none touches it again in this launch
+			__threadfence();       // acquire
+		}
+	}
+	__syncthreads();
+	if (!last) return;
+	attn_rows_merge(out, xq, rp + nHead, n, r, nHead, h0, gn, headDim, nSplit);
+}
+
 #define FP_ATTN_ROWS_SPLIT(D)                                                                                  \
 	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
 	    attn_rows_split_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                        \
 	                             const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,       \
-	                             int headDim, float scale, int minSplit) {                                     \
-		attn_rows_split<D>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit);             \
+	                             int headDim, float scale, int minSplit, int rowStride,                        \
+	                             float* __restrict__ out, i8* __restrict__ xq) {                               \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
+		attn_rows_split<D>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride,   \
+		                   out, xq);                                                                       \
 	}
 FP_ATTN_ROWS_SPLIT(64)
 FP_ATTN_ROWS_SPLIT(128)
 FP_ATTN_ROWS_SPLIT(256)
 
-// attn_rows_combine: grid (nHead, n), merges the pieces of attn_rows_split:
-// out = Σ e^(m_s-M) acc_s / Σ e^(m_s-M) l_s over the non-empty pieces;
-// zeros for a padding row (every piece empty). The pieces are read side by
-// side (a thread per piece, then a thread per dim with every piece's load
-// independent of the others), never one after another.
+// attn_rows_combine: grid (nHead, n), the merge of attn_rows_split as a
+// kernel of its own (attn_rows_merge of one head per block), for partials
+// written with out null: the same bits as the merged launch, kept to time
+// and test against it.
 FP_KERNEL void __launch_bounds__(ROWS_THREADS)
     attn_rows_combine_f32(float* __restrict__ out, const float* __restrict__ part, int nHead, int headDim,
-                          int nSplit) {
-	const int h = blockIdx.x, r = blockIdx.y;
-	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-	const int stride = headDim + 2;
-	const float* pp = part + ((long long)r * nHead + h) * nSplit * stride;
-	__shared__ float w[ROWS_MAX_SPLIT], red[2][ROWS_WARPS];
-	float mx = -fp_inf(), ls = 0.f;
-	float ms[ROWS_MAX_SPLIT / ROWS_THREADS], lv[ROWS_MAX_SPLIT / ROWS_THREADS];
-#pragma unroll
-	for (int i = 0; i < ROWS_MAX_SPLIT / ROWS_THREADS; i++) { // m and l of each piece, in one trip
-		const int s = threadIdx.x + i * ROWS_THREADS;
-		ms[i] = s < nSplit ? pp[s * stride] : -fp_inf();
-		lv[i] = s < nSplit ? pp[s * stride + 1] : 0.f; // an empty piece's is stale: never used
-		mx = fmaxf(mx, ms[i]);
-	}
-	mx = warp_max(mx);
-	if (lane == 0) red[0][warp] = mx;
-	__syncthreads();
-	float M = -fp_inf();
-	for (int i = 0; i < ROWS_WARPS; i++) M = fmaxf(M, red[0][i]);
-#pragma unroll
-	for (int i = 0; i < ROWS_MAX_SPLIT / ROWS_THREADS; i++) {
-		const int s = threadIdx.x + i * ROWS_THREADS;
-		const float e = M == -fp_inf() ? 0.f : exp_from(ms[i], M);
-		if (s < nSplit) w[s] = e;
-		ls += e != 0.f ? e * lv[i] : 0.f;
-	}
-	ls = warp_sum(ls);
-	if (lane == 0) red[1][warp] = ls;
-	__syncthreads();
-	float L = 0.f;
-	for (int i = 0; i < ROWS_WARPS; i++) L += red[1][i];
-	const float inv = L > 0.f ? 1.f / L : 0.f;
-	float* o = out + ((long long)r * nHead + h) * headDim;
-	for (int d = threadIdx.x; d < headDim; d += ROWS_THREADS) {
-		float a = 0.f;
-#pragma unroll 16
-		for (int s = 0; s < nSplit; s++) {
-			const float v = pp[s * stride + 2 + d]; // an empty piece's is stale: selected away, never multiplied
-			a += w[s] != 0.f ? w[s] * v : 0.f;
-		}
-		o[d] = a * inv;
-	}
+                          int nSplit, i8* __restrict__ xq, int rowStride) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
+	const int r = blockIdx.y;
+	attn_rows_merge(out, xq, part + (long long)r * rowStride + nHead, (int)gridDim.y, r, nHead, blockIdx.x, 1,
+	                headDim, nSplit);
 }
 
 // attn_rows_prefill: grid (ceil(n/QB), nHead), KS*ROWS_THREADS threads; the
@@ -566,6 +678,7 @@ FP_DEVICE void attn_rows_prefill(float* __restrict__ out, const float* __restric
 	FP_KERNEL void __launch_bounds__(KS * ROWS_THREADS)                                                        \
 	    name(float* __restrict__ out, const float* __restrict__ q, const i32* __restrict__ meta, int n,        \
 	         int layer, int nHead, int nKVHead, int headDim, float scale) {                                    \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
 		attn_rows_prefill<D, TD, R, KS, CH>(out, q, meta, n, layer, nHead, nKVHead, headDim, scale);       \
 	}
 FP_ATTN_ROWS_PREFILL(attn_rows_prefill_f32_d64, 64, 2, 1, 2, 16)

@@ -47,6 +47,52 @@ typedef long long i64;
 #define FP_DEVICE static __device__ __forceinline__ __attribute__((unused))
 #define FP_KERNEL extern "C" __global__
 
+// Programmatic dependent launch (CUDA sm_90 and later). The Go package
+// launches every kernel as dependent, so its blocks may be scheduled before
+// the kernel ahead of it on the stream has finished. Every FP_KERNEL
+// therefore begins with
+//
+//	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
+//
+// before any global memory access (a Go test checks it). FP_GRID_WAIT
+// returns once the grids this one depends on have completed and their
+// writes are visible; a kernel that never waits could end before its
+// predecessor and break the chain. FP_GRID_LAUNCH_DEPENDENTS lets the next
+// kernel be scheduled once every block of this one has issued it (or
+// exited): issued first, the next kernel's first wave lands as this one's
+// tail drains, while its blocks wait in FP_GRID_WAIT. Both are no-ops when
+// the kernel was not launched as dependent, and empty on AMD and on older
+// NVIDIA GPUs.
+#if defined(FP_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FP_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define FP_GRID_LAUNCH_DEPENDENTS() asm volatile("griddepcontrol.launch_dependents;")
+#else
+#define FP_GRID_WAIT() ((void)0)
+#define FP_GRID_LAUNCH_DEPENDENTS() ((void)0)
+#endif
+
+// FP_GRID_WAIT_PREFETCH(p, bytes) is FP_GRID_WAIT() for a kernel whose
+// first reads are of weights — memory no kernel writes — at [p, p+bytes):
+// the block's threads first ask for those lines to be brought into the L2
+// (prefetch.global.L2, one 128-byte line per thread per step), so that a
+// block scheduled early spends its wait fetching its weights rather than
+// idle. Only that range may be touched before the wait (the same Go test
+// accepts this form in place of FP_GRID_WAIT()). The prefetch is compiled
+// in only with FP_PREFETCH_WEIGHTS defined (kernels/gpu's options, for
+// A/B timing); otherwise this is FP_GRID_WAIT().
+#if defined(FP_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(FP_PREFETCH_WEIGHTS)
+#define FP_GRID_WAIT_PREFETCH(p, bytes)                                                                \
+	do {                                                                                           \
+		const char* fp_p_ = (const char*)(p);                                                  \
+		const long long fp_n_ = (bytes);                                                       \
+		for (long long fp_o_ = (long long)threadIdx.x * 128; fp_o_ < fp_n_; fp_o_ += (long long)blockDim.x * 128) \
+			asm volatile("prefetch.global.L2 [%0];" ::"l"(fp_p_ + fp_o_));                   \
+		FP_GRID_WAIT();                                                                        \
+	} while (0)
+#else
+#define FP_GRID_WAIT_PREFETCH(p, bytes) FP_GRID_WAIT()
+#endif
+
 // shfl_xor exchanges v with the lane whose index differs by mask.
 FP_DEVICE float shfl_xor(float v, int mask) {
 #if defined(FP_AMD)
@@ -102,6 +148,19 @@ FP_DEVICE u16 float_to_half(float f) {
 	u16 h;
 	asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
 	return h;
+#endif
+}
+
+// half2_bits is float_to_half(lo) | float_to_half(hi) << 16: one packed
+// conversion on NVIDIA sm_80 and later (cvt.rn.f16x2.f32 takes the high
+// half first), two elsewhere.
+FP_DEVICE u32 half2_bits(float lo, float hi) {
+#if defined(FP_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	u32 r;
+	asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+	return r;
+#else
+	return (u32)float_to_half(lo) | ((u32)float_to_half(hi) << 16);
 #endif
 }
 

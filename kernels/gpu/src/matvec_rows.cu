@@ -341,6 +341,7 @@ FP_DEVICE void mvrows(const u8* __restrict__ w, const i8* __restrict__ xq, float
 	FP_KERNEL void __launch_bounds__(MVR_THREADS) mvrows_##name##_r##R##_n##N(                          \
 	    const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows, int cols,   \
 	    long long rowBytes) {                                                                           \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                    \
 		mvrows<T, R, N>(w, xq, y, rows, cols, rowBytes);                                                \
 	}
 #define FP_MVROWS_N(name, T, R)                                                                         \

@@ -16,13 +16,54 @@ FP_DEVICE float block_sum(float v, float* red) {
 	return s;
 }
 
+// rms_vec reports whether rows of n float32 at these pointers (null ones
+// ignored) can be read as float4: n a multiple of 4 and every pointer
+// 16-byte aligned. The same for the whole block, so it picks a branch.
+FP_DEVICE bool rms_vec(int n, const void* p0, const void* p1, const void* p2, const void* p3, const void* p4) {
+	return (n & 3) == 0 && (((u64)p0 | (u64)p1 | (u64)p2 | (u64)p3 | (u64)p4) & 15) == 0;
+}
+
+// sq4 adds the squares of v to s, x to w in turn: the one order of the
+// float4 norms (rmsnorm_f32 and add_rmsnorm_q8 must sum alike).
+FP_DEVICE float sq4(float s, float4 v) {
+	s += v.x * v.x;
+	s += v.y * v.y;
+	s += v.z * v.z;
+	s += v.w * v.w;
+	return s;
+}
+
+// norm4 is v * scale * w, each value rounded as rmsnorm_f32's scalar form.
+FP_DEVICE float4 norm4(float4 v, float scale, float4 w) {
+	v.x = __fmul_rn(v.x, scale) * w.x;
+	v.y = __fmul_rn(v.y, scale) * w.y;
+	v.z = __fmul_rn(v.z, scale) * w.z;
+	v.w = __fmul_rn(v.w, scale) * w.w;
+	return v;
+}
+
 // rmsnorm: one block per row: out = x / sqrt(mean(x²) + eps) * weight
-// (kernels.RMSNorm; out may alias x).
+// (kernels.RMSNorm; out may alias x). Each thread reads its values with
+// as few loads as it can (float4 where aligned; the launcher gives a row
+// about n/4 threads), so a row costs one trip to memory, not n/blockDim.
 FP_KERNEL void rmsnorm_f32(float* out, const float* x, const float* __restrict__ weight, int n, float eps) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	__shared__ float red[1024 / 16];
 	const float* xr = x + (long long)blockIdx.x * n;
 	float* o = out + (long long)blockIdx.x * n;
 	float s = 0.f;
+	if (rms_vec(n, x, out, weight, 0, 0)) {
+		const int n4 = n >> 2;
+		const float4* x4 = (const float4*)xr;
+#pragma unroll 4
+		for (int i = threadIdx.x; i < n4; i += blockDim.x) s = sq4(s, x4[i]);
+		s = block_sum(s, red);
+		const float scale = 1.f / sqrtf(s / (float)n + eps);
+		const float4* w4 = (const float4*)weight;
+#pragma unroll 4
+		for (int i = threadIdx.x; i < n4; i += blockDim.x) ((float4*)o)[i] = norm4(x4[i], scale, w4[i]);
+		return;
+	}
 	for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
 	s = block_sum(s, red);
 	const float scale = 1.f / sqrtf(s / (float)n + eps);
@@ -31,17 +72,20 @@ FP_KERNEL void rmsnorm_f32(float* out, const float* x, const float* __restrict__
 
 // add: dst = a + b (kernels.Add; any may alias).
 FP_KERNEL void add_f32(float* dst, const float* a, const float* b, int n) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) dst[i] = a[i] + b[i];
 }
 
 // add_rows: each of the rows of y (n wide) += b (n): a bias over a batch.
 FP_KERNEL void add_rows_f32(float* y, const float* b, int rows, int n) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	const long total = (long)rows * n;
 	for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)blockDim.x * gridDim.x) y[i] += b[i % n];
 }
 
 // swiglu: out = silu(gate) * up, silu(x) = x / (1 + e^-x) (kernels.SwiGLU).
 FP_KERNEL void swiglu_f32(float* out, const float* gate, const float* up, int n) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
 		const float g = gate[i];
 		out[i] = __fmul_rn(g / (1.f + expf(-g)), up[i]);
@@ -74,6 +118,7 @@ FP_DEVICE void rope_cs(int i, int p, float thetaScale, float freqScale, const fl
 FP_KERNEL void rope_f32(float* x, const i32* __restrict__ pos, int nTok, int nHeads, int headDim, int dims,
                         int neox, float thetaScale, float freqScale, const float* __restrict__ freqFactors,
                         float extFactor, float mscale, float corrLo, float corrHi) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	const int half = dims / 2;
 	const int i = blockIdx.x * blockDim.x + threadIdx.x;
 	const int h = blockIdx.y, t = blockIdx.z;
@@ -90,6 +135,7 @@ FP_KERNEL void rope_f32(float* x, const i32* __restrict__ pos, int nTok, int nHe
 // argmax: one block per row of n values; out[row] = {index, value bits} of
 // the largest value, the first index on ties (NaN is never chosen).
 FP_KERNEL void argmax_f32(i32* out, const float* __restrict__ x, int n) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	__shared__ float bv[1024 / 16];
 	__shared__ int bi[1024 / 16];
 	const float* xr = x + (long long)blockIdx.x * n;
@@ -119,11 +165,13 @@ FP_KERNEL void argmax_f32(i32* out, const float* __restrict__ x, int n) {
 
 // f32_to_f16 and f32_to_bf16 convert activations for GEMM (round to nearest even).
 FP_KERNEL void f32_to_f16(u16* out, const float* __restrict__ x, long long n) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
 		out[i] = float_to_half(x[i]);
 }
 
 FP_KERNEL void f32_to_bf16(u16* out, const float* __restrict__ x, long long n) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * gridDim.x)
 		out[i] = float_to_bf16(x[i]);
 }

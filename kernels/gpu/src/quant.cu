@@ -686,36 +686,194 @@ FP_DEVICE void matvec(const u8* __restrict__ w, const float* __restrict__ x, flo
 		matvec_rows<T, R, DECODED>(w, x, y, row0, rows, cols, rowBytes);
 }
 
-// dequant: every value of a rows x cols matrix, one chunk per thread.
-template <class T, bool HALF>
-FP_DEVICE void dequant(const u8* __restrict__ w, void* __restrict__ out, int rows, int cols, long long rowBytes) {
-	const int nb = cols / T::QK;
-	const long long per = (long long)nb * T::CPB;
-	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-	if (i >= per * rows) return;
-	const int row = (int)(i / per);
-	const int rem = (int)(i % per);
-	const int blk = rem / T::CPB, c = rem % T::CPB;
-	float v[T::VPC];
-	T::decode(w + (long long)row * rowBytes + (long long)blk * T::BYTES, c, v);
-	const long long o = (long long)row * cols + (long long)blk * T::QK;
-	if (T::VPC < 4) {
-		if (HALF) ((u16*)out)[o] = float_to_half(v[0]);
-		else ((float*)out)[o] = v[0];
-	} else {
+// dequant: every value of a rows x cols matrix (the prompt path's half
+// scratch for the GEMM, or float32), in the same layout, row-major.
+//
+// A thread takes one unit of Dq<T>::UV values, decoded by T::decode (the
+// values matvec and embed see): a whole block of the 32-value types, one
+// (Q4_K, Q5_K) or four consecutive chunks (Q2_K, Q3_K, Q6_K, Q8_K) of a
+// 256-value block, 2 or 4 blocks of F16/BF16/F32. A unit's values fill
+// whole aligned runs of 16 (32 bytes of half: one memory sector). A block
+// of DQ_THREADS threads takes as many consecutive units: their weight bytes
+// are copied into shared memory with coalesced 16-byte loads of the whole
+// aligned 16-byte granules around them, so that every weight block keeps
+// its alignment (decode's 4- and 16-byte loads stay legal), and decoded
+// from there. Half output leaves as 16-byte stores: lanes 2m and 2m+1
+// first swap halves of their runs, so that every store instruction writes
+// whole sectors (lane 2m the first 16 bytes of a run, lane 2m+1 the second)
+// rather than half of each of 32 sectors. Rows not back to back (rowBytes
+// larger than a row) are decoded in place instead; the one-value types (f32s,
+// f16s, bf16s: rows of any length) take one value per thread.
+#define DQ_THREADS 128
+
+// Dq<T> is dequant's geometry for type T: units of BPU blocks or of CPU
+// chunks of one block (UPB units per block), UV values each; a unit's
+// values lie at dq_rel from its first, below 16·NSEC. TBK blocks make the
+// DQ_THREADS units of a thread block, staged in S16 16-byte slots (room
+// for a misaligned start and end), K slots per thread. CPU is chosen so
+// that chunk c0+k of a unit (c0 a multiple of CPU) lies where chunk k of
+// the first unit does, shifted: pos(c0+k, g) - pos(c0, 0) = pos(k, g).
+template <class T>
+struct Dq {
+	enum {
+		BPU = T::QK < 16 ? 16 / T::QK : 1,
+		CPU = T::QK == 32 ? T::CPB : (T::QK == 256 && T::VPC == 16 ? 4 : 1),
+		UPB = T::CPB / CPU,
+		UV = BPU * CPU * T::VPC,
+		NSEC = BPU * T::QK / 16 > 0 ? BPU * T::QK / 16 : 1,
+		TBK = T::VPC < 4 ? 1 : DQ_THREADS * BPU / UPB,
+		S16 = (TBK * T::BYTES + 30) / 16,
+		K = (S16 + DQ_THREADS - 1) / DQ_THREADS,
+	};
+};
+
+// dq_rel is where group g of a unit's k-th chunk starts, from the unit's
+// first value; constant once the loops over k and g are unrolled.
+template <class T>
+FP_DEVICE int dq_rel(int k, int g) {
+	return (k / Dq<T>::CPU) * T::QK + T::pos(k % Dq<T>::CPU, g);
+}
+
+// dq_used reports whether any of a unit's values lies in its s-th run of 16.
+template <class T>
+FP_DEVICE bool dq_used(int s) {
+	bool used = false;
+#pragma unroll
+	for (int k = 0; k < Dq<T>::BPU * Dq<T>::CPU; k++) {
+#pragma unroll
+		for (int g = 0; g < T::VPC / 4; g++) used = used || dq_rel<T>(k, g) / 16 == s;
+	}
+	return used;
+}
+
+// dq_first is the output index of unit u's first value.
+template <class T>
+FP_DEVICE long long dq_first(long long u) {
+	typedef Dq<T> G;
+	return u / G::UPB * G::BPU * T::QK + T::pos((int)(u % G::UPB) * G::CPU, 0);
+}
+
+// dq_store8 writes the 8 halves d at out[p..p+7], or those of them below
+// total (which is a multiple of 4).
+FP_DEVICE void dq_store8(u16* out, long long p, long long total, uint4 d) {
+	if (p + 8 <= total) *(uint4*)(out + p) = d;
+	else if (p + 4 <= total) *(uint2*)(out + p) = make_uint2(d.x, d.y);
+}
+
+FP_DEVICE uint4 dq_ld16(const u8* p) {
+#if defined(FP_AMD)
+	return *(const uint4*)p;
+#else
+	return __ldg((const uint4*)p);
+#endif
+}
+
+// dequant_units decodes and writes this thread's unit. With STAGED, src
+// is the stage, holding blocks q0.. back to back; else the weights, rows
+// rowBytes apart. nblk is the matrix's blocks, total its values.
+template <class T, bool HALF, bool STAGED>
+FP_DEVICE void dequant_units(const u8* src, void* __restrict__ out, long long q0, int nb, long long rowBytes,
+                             long long nblk, long long total) {
+	typedef Dq<T> G;
+	const long long nunits = (total + G::UV - 1) / G::UV;
+	const long long u = (long long)blockIdx.x * DQ_THREADS + threadIdx.x;
+	// A thread past the end decodes the last unit (its lane's partner may
+	// need the swap) and stores nothing: its runs start at or after total.
+	const long long uc = u < nunits ? u : nunits - 1;
+	const long long q = uc / G::UPB * G::BPU;
+	const int c0 = (int)(uc % G::UPB) * G::CPU;
+	const long long first = dq_first<T>(u);
+	u32 h[G::NSEC][8]; // the unit's halves, two per word, by run of 16
+#pragma unroll
+	for (int k = 0; k < G::BPU * G::CPU; k++) {
+		long long qk = q + k / G::CPU;
+		qk = qk < nblk ? qk : nblk - 1; // F32, F16, BF16: a last unit may be partial
+		const u8* b = STAGED ? src + (qk - q0) * T::BYTES : src + qk / nb * rowBytes + qk % nb * T::BYTES;
+		float v[T::VPC];
+		T::decode(b, c0 + k % G::CPU, v);
 #pragma unroll
 		for (int g = 0; g < T::VPC / 4; g++) {
-			const long long p = o + T::pos(c, g);
+			const int r = dq_rel<T>(k, g);
 			if (HALF) {
-				uint2 h;
-				h.x = (u32)float_to_half(v[4 * g]) | ((u32)float_to_half(v[4 * g + 1]) << 16);
-				h.y = (u32)float_to_half(v[4 * g + 2]) | ((u32)float_to_half(v[4 * g + 3]) << 16);
-				*(uint2*)((u16*)out + p) = h;
-			} else {
-				*(float4*)((float*)out + p) = make_float4(v[4 * g], v[4 * g + 1], v[4 * g + 2], v[4 * g + 3]);
+				h[r / 16][r % 16 / 2] = half2_bits(v[4 * g], v[4 * g + 1]);
+				h[r / 16][r % 16 / 2 + 1] = half2_bits(v[4 * g + 2], v[4 * g + 3]);
+			} else if (first + r < total) {
+				*(float4*)((float*)out + first + r) = make_float4(v[4 * g], v[4 * g + 1], v[4 * g + 2], v[4 * g + 3]);
 			}
 		}
 	}
+	if (!HALF) return;
+	// Lane 2m writes the first halves of the runs of units u&~1 and u|1,
+	// lane 2m+1 the second halves. Both halves cross (8 shuffles a run, not
+	// 4 of a half picked by parity: hipcc turned such a pick between two
+	// elements of h into an indexed load and kept h in scratch memory).
+	const bool odd = threadIdx.x & 1u;
+	const long long fe = dq_first<T>(u & ~1LL), fo = dq_first<T>(u | 1LL);
+	const int o8 = odd ? 8 : 0;
+#pragma unroll
+	for (int s = 0; s < G::NSEC; s++) {
+		if (!dq_used<T>(s)) continue;
+		u32 xl[4], xh[4];
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			xl[j] = (u32)shfl_xor_int((int)h[s][j], 1);
+			xh[j] = (u32)shfl_xor_int((int)h[s][4 + j], 1);
+		}
+		const uint4 lo = make_uint4(h[s][0], h[s][1], h[s][2], h[s][3]);
+		const uint4 hi = make_uint4(h[s][4], h[s][5], h[s][6], h[s][7]);
+		dq_store8((u16*)out, fe + 16 * s + o8, total, odd ? make_uint4(xh[0], xh[1], xh[2], xh[3]) : lo);
+		dq_store8((u16*)out, fo + 16 * s + o8, total, odd ? hi : make_uint4(xl[0], xl[1], xl[2], xl[3]));
+	}
+}
+
+// dequant_values: the one-value types, one value per thread.
+template <class T, bool HALF>
+FP_DEVICE void dequant_values(const u8* __restrict__ w, void* __restrict__ out, int rows, int cols,
+                              long long rowBytes) {
+	const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (long long)rows * cols) return;
+	float v[T::VPC];
+	T::decode(w + i / cols * rowBytes + i % cols * T::BYTES, 0, v);
+	if (HALF) ((u16*)out)[i] = float_to_half(v[0]);
+	else ((float*)out)[i] = v[0];
+}
+
+// dequant: launched with DQ_THREADS threads per block, one unit each (or
+// any block size, one value per thread, for the one-value types).
+template <class T, bool HALF>
+FP_DEVICE void dequant(const u8* __restrict__ w, void* __restrict__ out, int rows, int cols, long long rowBytes) {
+	if (T::VPC < 4) {
+		dequant_values<T, HALF>(w, out, rows, cols, rowBytes);
+		return;
+	}
+	typedef Dq<T> G;
+	__shared__ uint4 stage[G::S16];
+	const int nb = cols / T::QK;
+	const long long nblk = (long long)rows * nb, total = (long long)rows * cols;
+	const long long q0 = (long long)blockIdx.x * G::TBK;
+	if (q0 >= nblk) return;
+	if (rowBytes != (long long)nb * T::BYTES) {
+		dequant_units<T, HALF, false>(w, out, q0, nb, rowBytes, nblk, total);
+		return;
+	}
+	// Rows back to back: blocks q0 .. q0+nbt-1 are one run of bytes from a.
+	const int nbt = (int)(nblk - q0 < G::TBK ? nblk - q0 : G::TBK);
+	const u8* a = w + q0 * T::BYTES;
+	const int o = (int)((unsigned long long)a & 15u);
+	const int n16 = (o + nbt * T::BYTES + 15) >> 4;
+	uint4 buf[G::K];
+#pragma unroll
+	for (int k = 0; k < G::K; k++) { // every load in flight before the first store
+		const int j = (int)threadIdx.x + DQ_THREADS * k;
+		buf[k] = j < n16 ? dq_ld16(a - o + 16 * j) : make_uint4(0u, 0u, 0u, 0u);
+	}
+#pragma unroll
+	for (int k = 0; k < G::K; k++) {
+		const int j = (int)threadIdx.x + DQ_THREADS * k;
+		if (j < n16) stage[j] = buf[k];
+	}
+	__syncthreads();
+	dequant_units<T, HALF, true>((const u8*)stage + o, out, q0, nb, rowBytes, nblk, total);
 }
 
 // embed: out row t = row tokens[t] of w, dequantised; a token outside
@@ -750,6 +908,7 @@ FP_DEVICE void embed(const u8* __restrict__ w, const i32* __restrict__ tokens, f
 	FP_KERNEL void __launch_bounds__(MV_THREADS) matvec_##name##_r##R(                                 \
 	    const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y, int rows, int cols, \
 	    long long rowBytes) {                                                                          \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                   \
 		matvec<T, R, false>(w, x, y, rows, cols, rowBytes);                                            \
 	}
 
@@ -759,6 +918,7 @@ FP_DEVICE void embed(const u8* __restrict__ w, const i32* __restrict__ tokens, f
 	FP_KERNEL void __launch_bounds__(MV_THREADS) matvec_decoded_##name##_r##R(                         \
 	    const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y, int rows, int cols, \
 	    long long rowBytes) {                                                                          \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                   \
 		matvec<T, R, true>(w, x, y, rows, cols, rowBytes);                                             \
 	}
 
@@ -768,14 +928,17 @@ FP_DEVICE void embed(const u8* __restrict__ w, const i32* __restrict__ tokens, f
 	FP_MATVEC(name, T, 4)                                                                              \
 	FP_KERNEL void dequant_##name##_f32(const u8* __restrict__ w, float* __restrict__ out, int rows,    \
 	                                    int cols, long long rowBytes) {                                \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                   \
 		dequant<T, false>(w, out, rows, cols, rowBytes);                                               \
 	}                                                                                                  \
 	FP_KERNEL void dequant_##name##_f16(const u8* __restrict__ w, u16* __restrict__ out, int rows,      \
 	                                    int cols, long long rowBytes) {                                \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                   \
 		dequant<T, true>(w, out, rows, cols, rowBytes);                                                \
 	}                                                                                                  \
 	FP_KERNEL void embed_##name(const u8* __restrict__ w, const i32* __restrict__ tokens,              \
 	                            float* __restrict__ out, int rows, int cols, long long rowBytes) {     \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                   \
 		embed<T>(w, tokens, out, rows, cols, rowBytes);                                                \
 	}
 
@@ -810,6 +973,7 @@ FP_DECODED(q6_k, TQ6_K)
 // from zero). xq holds n int8 then n/32 float scales. Groups of 32 threads
 // take one block each, on 32- and 64-wide warps alike.
 FP_KERNEL void quantize_act_q8(i8* __restrict__ xq, const float* __restrict__ x, int n) {
+	FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();
 	const int blk = (blockIdx.x * blockDim.x + threadIdx.x) / 32, l = threadIdx.x % 32;
 	if (blk >= n / 32) return; // whole 32-groups leave together
 	const float v = x[blk * 32 + l];
@@ -824,15 +988,21 @@ FP_KERNEL void quantize_act_q8(i8* __restrict__ xq, const float* __restrict__ x,
 
 // matvec8: matvec with int8 activations (quantize_act_q8), for the types
 // with a dot8. dp4a does four multiply-adds per instruction, so the
-// product is bound by memory rather than by unpacking.
+// product is bound by memory rather than by unpacking. With res not null,
+// y[r] = W[r]·x + res[r], rounded as add_f32 of the two: res may be y
+// itself (a residual added in place), as the one thread that writes y[r]
+// reads res[r] first; so neither is __restrict__.
 template <class T, int R>
-FP_DEVICE void matvec8(const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows,
-                       int cols, long long rowBytes) {
+FP_DEVICE void matvec8(const u8* __restrict__ w, const i8* __restrict__ xq, float* y, int rows, int cols,
+                       long long rowBytes, const float* res) {
 	enum { U = 4 / R > 0 ? 4 / R : 1 };
 	const float* xd = (const float*)(xq + cols);
 	const int row0 = blockIdx.x * R;
 	const int nchunks = (cols / T::QK) * T::CPB;
 	const int nr = rows - row0 < R ? rows - row0 : R;
+	const bool writer = threadIdx.x < R && (int)threadIdx.x < nr;
+	// The residual is loaded before the product, so that its trip to memory overlaps the weights'.
+	const float rv = res && writer ? res[row0 + threadIdx.x] : 0.f;
 	float acc[R];
 	const u8* wr[R];
 #pragma unroll
@@ -869,19 +1039,22 @@ FP_DEVICE void matvec8(const u8* __restrict__ w, const i8* __restrict__ xq, floa
 		if (lane == 0) part[warp][r] = s;
 	}
 	__syncthreads();
-	if (threadIdx.x < R && (int)threadIdx.x < nr) {
+	if (writer) {
 		float s = 0.f;
 #pragma unroll
 		for (int k = 0; k < MV_WARPS; k++) s += part[k][threadIdx.x];
-		y[row0 + threadIdx.x] = s;
+		y[row0 + threadIdx.x] = res ? s + rv : s;
 	}
 }
 
 #define FP_MATVEC8(name, T, R)                                                                         \
 	FP_KERNEL void __launch_bounds__(MV_THREADS) matvec8_##name##_r##R(                                \
-	    const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows, int cols,   \
-	    long long rowBytes) {                                                                          \
-		matvec8<T, R>(w, xq, y, rows, cols, rowBytes);                                                 \
+	    const u8* __restrict__ w, const i8* __restrict__ xq, float* y, int rows, int cols,                \
+	    long long rowBytes, const float* res) {                                                        \
+		FP_GRID_LAUNCH_DEPENDENTS();                                                                   \
+		FP_GRID_WAIT_PREFETCH(w + (long long)blockIdx.x * R * rowBytes,                                \
+		                      ((long long)rows - (long long)blockIdx.x * R < R ? (long long)rows - (long long)blockIdx.x * R : R) * rowBytes); \
+		matvec8<T, R>(w, xq, y, rows, cols, rowBytes, res);                                            \
 	}
 #define FP_Q8ACT(name, T) FP_MATVEC8(name, T, 1) FP_MATVEC8(name, T, 2) FP_MATVEC8(name, T, 4)
 FP_Q8ACT(q4_0, TQ4_0)
@@ -966,8 +1139,8 @@ FP_DEVICE void mv8_load(uint4* buf, const u8* w, int rows, long long rowBytes, i
 }
 
 template <class T, int R>
-FP_DEVICE void matvec8s(const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows,
-                        int cols, long long rowBytes, int wc) {
+FP_DEVICE void matvec8s(const u8* __restrict__ w, const i8* __restrict__ xq, float* y, int rows, int cols,
+                        long long rowBytes, int wc, const float* res) {
 	typedef Mv8<T, R> P;
 	__shared__ uint4 stage[MV8_WARPS][R * P::N16];
 	__shared__ float part[2][MV8_WARPS][R];
@@ -1045,7 +1218,7 @@ FP_DEVICE void matvec8s(const u8* __restrict__ w, const i8* __restrict__ xq, flo
 				const int row = (step * wr + a2) * R + r;
 				float s = 0.f;
 				for (int c = 0; c < wc; c++) s += part[p][a2 * wc + c][r];
-				if (row < rows) y[row] = s;
+				if (row < rows) y[row] = res ? s + res[row] : s; // res[row] read by its writer only, as matvec8
 			}
 			p ^= 1;
 		}
@@ -1056,9 +1229,10 @@ FP_DEVICE void matvec8s(const u8* __restrict__ w, const i8* __restrict__ xq, flo
 
 #define FP_MATVEC8S(name, T, R)                                                                        \
 	FP_KERNEL void __launch_bounds__(MV8_THREADS) matvec8s_##name##_r##R(                              \
-	    const u8* __restrict__ w, const i8* __restrict__ xq, float* __restrict__ y, int rows, int cols,   \
-	    long long rowBytes, int wc) {                                                                  \
-		matvec8s<T, R>(w, xq, y, rows, cols, rowBytes, wc);                                            \
+	    const u8* __restrict__ w, const i8* __restrict__ xq, float* y, int rows, int cols,                \
+	    long long rowBytes, int wc, const float* res) {                                                \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                   \
+		matvec8s<T, R>(w, xq, y, rows, cols, rowBytes, wc, res);                                       \
 	}
 #define FP_Q8STAGED(name, T) FP_MATVEC8S(name, T, 1) FP_MATVEC8S(name, T, 2) FP_MATVEC8S(name, T, 4)
 FP_Q8STAGED(q4_0, TQ4_0)

@@ -1,0 +1,31 @@
+package gpu
+
+import (
+	"os"
+
+	"github.com/forgepipe/forgepipe/hip"
+)
+
+// launch enqueues kernel f of the module on s. Every launch of the
+// package goes through it, as a dependent launch (hip.LaunchConfig) when
+// FORGEPIPE_PDL=1 was set when the module was loaded: on GPUs that have
+// programmatic dependent launch (CUDA sm_90 and later) a kernel's blocks
+// are then scheduled while the kernel before it drains. That is safe
+// because every kernel of src/*.cu begins with FP_GRID_LAUNCH_DEPENDENTS()
+// and FP_GRID_WAIT(), before any global memory access
+// (TestKernelsWaitFirst): a kernel touches nothing before the work ahead
+// of it on the stream is complete and visible, and so never ends before
+// it either. BLAS calls (MatMul) are ordinary launches and keep full
+// stream order.
+//
+// It is off by default: on an H100 a decode step was 1.5–2.5 % slower
+// with it (BenchmarkDecodeDirect, 1B Q8_0 and 8B Q4_K, rounds
+// interleaved; NOTES.md), although 16 empty kernels in a graph ran in
+// 12.5 µs against 19.9 µs.
+func (k *Kernels) launch(s hip.Stream, f hip.Function, grid, block hip.Dim3, sharedMem uint32, args ...hip.Arg) error {
+	return s.LaunchEx(f, hip.LaunchConfig{Grid: grid, Block: block, SharedMem: sharedMem, Dependent: k.dependent}, args...)
+}
+
+// dependentFromEnv reports whether launches are dependent: only with
+// FORGEPIPE_PDL=1 (for A/B timing).
+func dependentFromEnv() bool { return os.Getenv("FORGEPIPE_PDL") == "1" }
