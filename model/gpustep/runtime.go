@@ -461,7 +461,7 @@ func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int, pre
 	e.add(k.RopeKVStore(s, &c.Rope, r.freqs, q, kk, v, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim))
 	// oq8: one row whose output projection takes int8 activations, which
 	// the attention's merge kernel writes.
-	oq8 := n == 1 && !prefill && c.HeadDim%32 == 0 && !r.opts.Float32Activations && gpu.HasMatVecQ8(b.Output.Type)
+	oq8 := n == 1 && !prefill && c.HeadDim%32 == 0 && r.int8Product(b.Output.Type)
 	switch {
 	case prefill:
 		e.add(k.AttentionRowsPrefill(s, sc.att, q, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale))
@@ -539,7 +539,7 @@ func (r *Runtime) linear(n int, x hip.DevicePtr, cols int, pre bool, outs ...out
 	for _, o := range outs {
 		w := o.w
 		var err error
-		q8 := !r.opts.Float32Activations && gpu.HasMatVecQ8(w.Type)
+		q8 := r.int8Product(w.Type)
 		switch {
 		case n > 1:
 			need := gpu.MatMulScratchBytes(w.Type, w.Rows, w.Cols, n)
@@ -563,22 +563,27 @@ func (r *Runtime) linear(n int, x hip.DevicePtr, cols int, pre bool, outs ...out
 		if err != nil {
 			return err
 		}
-		if w.Bias != 0 {
-			if n == 1 {
-				err = k.Add(s, o.y, o.y, w.Bias, w.Rows)
-			} else {
-				err = k.AddRows(s, o.y, w.Bias, n, w.Rows)
-			}
-			if err != nil {
-				return err
-			}
+		if err := r.addBias(n, o); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// growMM replaces the BLAS scratch by a larger one. Graphs captured with
-// the old one are dropped. Called under mu.
+// addBias adds o's bias, if it has one, to each of the n rows of o.y.
+// Called under mu.
+func (r *Runtime) addBias(n int, o out1) error {
+	w := o.w
+	switch {
+	case w.Bias == 0:
+		return nil
+	case n == 1:
+		return r.k.Add(r.stream, o.y, o.y, w.Bias, w.Rows)
+	default:
+		return r.k.AddRows(r.stream, o.y, w.Bias, n, w.Rows)
+	}
+}
+
 // maxRowsProduct is the most rows whose products go through MatVecQ8Rows,
 // in chunks of up to gpu.MaxMatVecRows, rather than dequantisation and a
 // GEMM. A chunk of 8 rows takes about one row's time (18 µs for a 1B
@@ -587,14 +592,17 @@ func (r *Runtime) linear(n int, x hip.DevicePtr, cols int, pre bool, outs ...out
 // are still no slower.
 const maxRowsProduct = 8 * gpu.MaxMatVecRows
 
+// int8Product reports whether products with weights of type t take int8
+// activations (MatVecQ8, MatVecQ8Rows).
+func (r *Runtime) int8Product(t gguf.Type) bool {
+	return !r.opts.Float32Activations && gpu.HasMatVecQ8(t)
+}
+
 // rowsProducts reports whether every product of outs can take
-// MatVecQ8Rows (int8 activations, a type with batched kernels).
+// MatVecQ8Rows.
 func (r *Runtime) rowsProducts(outs []out1) bool {
-	if r.opts.Float32Activations {
-		return false
-	}
 	for _, o := range outs {
-		if !gpu.HasMatVecQ8(o.w.Type) {
+		if !r.int8Product(o.w.Type) {
 			return false
 		}
 	}
@@ -622,15 +630,15 @@ func (r *Runtime) linearRows(n int, x hip.DevicePtr, cols int, outs []out1) erro
 		}
 	}
 	for _, o := range outs {
-		if o.w.Bias != 0 {
-			if err := k.AddRows(s, o.y, o.w.Bias, n, o.w.Rows); err != nil {
-				return err
-			}
+		if err := r.addBias(n, o); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// growMM replaces the BLAS scratch by a larger one. Graphs captured with
+// the old one are dropped. Called under mu.
 func (r *Runtime) growMM(need int64) error {
 	p, err := r.pool.get(need)
 	if err != nil {
