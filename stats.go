@@ -34,6 +34,9 @@ type UploaderStats struct {
 // SamplerStats count the sampler's work.
 type SamplerStats struct {
 	Live, Started, Finished, Tokens, Messages, Rows, LogitRows int64
+	// TopRows are rows sampled on the GPU path from their top candidates;
+	// TopFallbacks, those that then needed the whole row's logits.
+	TopRows, TopFallbacks int64
 }
 
 // LayerStats count one layer actor's work.
@@ -75,7 +78,7 @@ func (p *Pipeline) Stats() Stats {
 		u.GlobalsBytes.Load()}
 	m := &p.samplerStats
 	s.Sampler = SamplerStats{m.Live.Load(), m.Started.Load(), m.Finished.Load(), m.Tokens.Load(),
-		m.Messages.Load(), m.Rows.Load(), m.LogitRows.Load()}
+		m.Messages.Load(), m.Rows.Load(), m.LogitRows.Load(), m.TopRows.Load(), m.TopFallbacks.Load()}
 	for _, ls := range p.layerStats {
 		l := LayerStats{Batches: ls.Batches.Load(), Rows: ls.Rows.Load(), MaxBatchRows: ls.MaxBatchRows.Load(),
 			MultiSeqBatches: ls.MultiSeqBatches.Load(), Sequences: ls.Sequences.Load(), KVBytes: ls.KVBytes.Load(),

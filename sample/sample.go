@@ -63,6 +63,11 @@ type Sampler struct {
 	rng     *rand.Rand
 	history []int32
 	cands   []candidate
+	// drawn is a draw SampleTop made but could not place among its
+	// candidates: the next Sample uses it instead of drawing again, so the
+	// sequence of draws is the same whichever way a token was sampled.
+	drawn    float32
+	hasDrawn bool
 }
 
 type candidate struct {
@@ -137,15 +142,32 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		c = c[:n]
 	}
 	softmax(c, s.p.Temperature)
-	r := s.rng.Float32()
+	if id, ok := pick(c, s.draw()); ok {
+		return id
+	}
+	return c[len(c)-1].id
+}
+
+// pick returns the first candidate whose cumulative probability passes
+// the draw r; false when rounding leaves r past them all.
+func pick(c []candidate, r float32) (int32, bool) {
 	cum := float32(0)
 	for i := range c {
 		cum += c[i].p
 		if r < cum {
-			return c[i].id
+			return c[i].id, true
 		}
 	}
-	return c[len(c)-1].id
+	return 0, false
+}
+
+// draw is the next uniform draw: the one SampleTop left, or a new one.
+func (s *Sampler) draw() float32 {
+	if s.hasDrawn {
+		s.hasDrawn = false
+		return s.drawn
+	}
+	return s.rng.Float32()
 }
 
 func (p Params) penalties() bool {
@@ -205,3 +227,127 @@ func softmax(c []candidate, t float32) {
 // (no temperature, no penalties): the GPU backend then picks the token on
 // the device and copies back only its id.
 func (s *Sampler) IsGreedy() bool { return s.p.Temperature <= 0 && !s.p.penalties() }
+
+// Top is a row of logits reduced to its most likely tokens and the
+// normalisers of its softmax, as a GPU computes them (kernels/gpu TopK), so
+// that only a few hundred bytes come back per token.
+type Top struct {
+	IDs    []int32   // the largest logits' tokens, by descending logit, ties by lower id
+	Logits []float32 // their logits
+	Max    float32   // the row's largest logit
+	Sum1   float64   // Σ exp(l - Max) over the whole row
+	SumT   float64   // Σ exp((l - Max) / Temperature) over the whole row
+	Vocab  int       // the row's length
+}
+
+// TopOK reports whether SampleTop can serve these parameters at all: a
+// temperature draw without penalties (whose window may reach tokens
+// outside the candidates). Greedy sequences need only the argmax.
+func (s *Sampler) TopOK() bool { return s.p.Temperature > 0 && !s.p.penalties() }
+
+// Temperature is the sampler's temperature (SumT's).
+func (s *Sampler) Temperature() float32 { return s.p.Temperature }
+
+// SampleTop is Sample for a row known only by its top candidates. It
+// returns false when the draw needs tokens past them: top-k wider than
+// the candidates with no top-p or min-p cut inside them, or a draw that
+// lands in the tail. Then the caller calls Sample with the row's logits,
+// which takes the same draw (a draw made here is kept for it), so the
+// tokens are those Sample alone gives, but for rounding: over the whole
+// row the probabilities come from Sum1 and SumT, summed on the device in
+// another order than the host's.
+func (s *Sampler) SampleTop(t *Top) (int32, bool) {
+	if !s.TopOK() || len(t.IDs) == 0 || len(t.IDs) != len(t.Logits) {
+		return 0, false
+	}
+	c := s.cands[:0]
+	for i, id := range t.IDs {
+		c = append(c, candidate{id: id, logit: t.Logits[i]})
+	}
+	s.cands = c
+	// whole: c stands for the whole row, of which it holds the head.
+	whole := true
+	if k := s.p.TopK; k > 0 && k < t.Vocab {
+		if k > len(c) {
+			return 0, false
+		}
+		c, whole = c[:k], false
+	}
+	if whole && len(c) == t.Vocab {
+		whole = false // every token is a candidate
+	}
+	if whole {
+		for i := range c {
+			c[i].p = float32(float64(float32(math.Exp(float64(c[i].logit-t.Max)))) / t.Sum1) // as softmax rounds
+		}
+	} else {
+		softmax(c, 1)
+	}
+	if s.p.TopP > 0 && s.p.TopP < 1 {
+		cum, cut := float32(0), false
+		for i := range c {
+			cum += c[i].p
+			if cum >= s.p.TopP {
+				c, cut = c[:i+1], true
+				break
+			}
+		}
+		if whole && !cut {
+			return 0, false
+		}
+		whole = whole && !cut
+	}
+	if s.p.MinP > 0 {
+		limit := c[0].p * s.p.MinP
+		n := 1
+		for n < len(c) && c[n].p >= limit {
+			n++
+		}
+		if whole && n == len(c) {
+			return 0, false // the next token past the candidates may pass too
+		}
+		c, whole = c[:n], false
+	}
+	if whole {
+		for i := range c {
+			c[i].p = float32(float64(float32(math.Exp(float64((c[i].logit-t.Max)/s.p.Temperature)))) / t.SumT)
+		}
+	} else {
+		softmax(c, s.p.Temperature)
+	}
+	r := s.draw()
+	if id, ok := pick(c, r); ok {
+		return id, true
+	}
+	if whole {
+		s.drawn, s.hasDrawn = r, true // in the tail: Sample places it
+		return 0, false
+	}
+	return c[len(c)-1].id, true
+}
+
+// TopOf is Top computed on the host from a whole row: the reference for
+// the device's, and the way to feed SampleTop from full logits.
+func TopOf(logits []float32, k int, temperature float32) *Top {
+	ids := make([]int32, len(logits))
+	for i := range ids {
+		ids[i] = int32(i)
+	}
+	sort.SliceStable(ids, func(i, j int) bool { return logits[ids[i]] > logits[ids[j]] })
+	ids = ids[:min(k, len(ids))]
+	t := &Top{IDs: ids, Logits: make([]float32, len(ids)), Vocab: len(logits)}
+	for i, id := range ids {
+		t.Logits[i] = logits[id]
+	}
+	if len(ids) == 0 {
+		return t
+	}
+	t.Max = t.Logits[0]
+	for _, l := range logits {
+		t.Sum1 += math.Exp(float64(l - t.Max))
+		if temperature > 0 {
+			t.SumT += math.Exp(float64((l - t.Max) / temperature))
+		}
+	}
+	return t
+}

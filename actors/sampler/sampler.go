@@ -68,6 +68,9 @@ type Stats struct {
 	Messages  atomic.Int64 // messages sent to the first layer
 	Rows      atomic.Int64 // rows sent to the first layer
 	LogitRows atomic.Int64 // rows projected to logits
+	// TopRows are GPU rows sampled from their top candidates, and
+	// TopFallbacks those of them that needed their whole logits after all.
+	TopRows, TopFallbacks atomic.Int64
 }
 
 // Props returns the props of the sampler actor. Its state survives a
@@ -511,18 +514,53 @@ func (a *samplerActor) arrived(ctx actor.Context, m *layer.Activations) (need []
 
 // project computes the logits of the given rows of m. On the host every
 // row's logits come back. On the GPU the token of each row is picked
-// there (ids) and only the sequences that sample on the host or asked for
-// logits get theirs.
+// there: greedy rows get the argmax (ids), sampling rows their top
+// candidates, from which the sampler draws here (ids again); only the rows
+// whose caller asked for logits, whose penalties need the whole row, or
+// whose draw fell past the candidates get their logits (a second, rare
+// projection for the last).
 func (a *samplerActor) project(m *layer.Activations, need []*seqState, rows []int) ([][]float32, []int32, error) {
 	c := a.cfg.Model
 	logits := make([][]float32, len(need))
 	if gp := a.cfg.GPU; gp != nil {
+		want := make([]gpustep.Want, len(need))
 		for i, s := range need {
-			if s.start.Logits || !s.smp.IsGreedy() {
-				logits[i] = make([]float32, c.Vocab)
+			switch {
+			case s.start.Logits || (!s.smp.IsGreedy() && !s.smp.TopOK()):
+				want[i].Logits = make([]float32, c.Vocab)
+			case s.smp.TopOK():
+				want[i].Top, want[i].Temperature = new(sample.Top), s.smp.Temperature()
 			}
 		}
-		ids, err := gp.Project(a.st.g, m.Dev, rows, logits)
+		ids, err := gp.Project(a.st.g, m.Dev, rows, want)
+		if err != nil {
+			return nil, nil, err
+		}
+		var again []int
+		tops := 0
+		for i, s := range need {
+			logits[i] = want[i].Logits
+			if want[i].Top == nil {
+				continue
+			}
+			tops++
+			id, ok := s.smp.SampleTop(want[i].Top)
+			ids[i] = id
+			if !ok {
+				again = append(again, i)
+			}
+		}
+		a.cfg.Stats.TopRows.Add(int64(tops))
+		if len(again) == 0 {
+			return logits, ids, nil
+		}
+		a.cfg.Stats.TopFallbacks.Add(int64(len(again)))
+		sub, subWant := make([]int, len(again)), make([]gpustep.Want, len(again))
+		for j, i := range again {
+			sub[j], logits[i] = rows[i], make([]float32, c.Vocab)
+			subWant[j].Logits = logits[i]
+		}
+		_, err = gp.Project(a.st.g, m.Dev, sub, subWant)
 		return logits, ids, err
 	}
 	xs := make([]float32, 0, len(rows)*c.Dim)

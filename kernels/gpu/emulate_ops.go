@@ -2,7 +2,9 @@ package gpu
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/kernels"
@@ -10,8 +12,9 @@ import (
 
 // Go emulations, for the host driver (LoadEmulated), of the element-wise,
 // norm, rope and attention kernels of src/ops.cu, src/attention.cu and
-// src/fused.cu. Each takes its GPU kernel's arguments and grid and computes
-// what the whole launch computes, not how: package kernels' host functions
+// src/fused.cu, and (emulate_topk.go) the top-k kernels of src/topk.cu.
+// Each takes its GPU kernel's arguments and grid and computes what the
+// whole launch computes, not how: package kernels' host functions
 // where they fit (Add, SwiGLU, RMSNorm), rope_cs's float32 formula for the
 // rotations, and float64 sums for the attention softmax. The split
 // attention kernels write their partial results in the GPU's format, so
@@ -45,9 +48,13 @@ func opsEmulations() map[string]hip.HostKernel {
 	for d, name := range rowsSplitKernels {
 		m[name] = emulateAttnRowsSplit(d)
 	}
+	for d, name := range rowsRopeKernels {
+		m[name] = emulateAttnRowsRope(d)
+	}
 	for d, v := range rowsPrefillKernels {
 		m[v.name] = emulateAttnRowsPrefill(d)
 	}
+	maps.Copy(m, topKEmulations())
 	return m
 }
 
@@ -395,8 +402,7 @@ func emulateRopeKVStore(l *hip.HostLaunch) error {
 	if err != nil {
 		return err
 	}
-	dims := max(0, r.dims)
-	cs := make([]float32, dims)
+	cs := make([]float32, max(0, r.dims))
 	for t := range rows {
 		r.cosSin(cs, meta.pos[t])
 		for h := range nHead {
@@ -406,20 +412,30 @@ func emulateRopeKVStore(l *hip.HostLaunch) error {
 		if !meta.live(t) {
 			continue
 		}
-		p := int(meta.pos[t])
-		kd, vd, err := meta.kv(l, t, layer, kvDim, p, p+1)
-		if err != nil {
+		if err := r.storeKV(l, meta, t, layer, headDim, cs, kv[0][t*kvDim:(t+1)*kvDim], kv[1][t*kvDim:(t+1)*kvDim]); err != nil {
 			return err
 		}
-		ks, vs := kv[0][t*kvDim:(t+1)*kvDim], kv[1][t*kvDim:(t+1)*kvDim]
-		rotated := dims / 2 * 2
-		for h := range nKVHead {
-			src, dst := ks[h*headDim:(h+1)*headDim], kd[h*headDim:(h+1)*headDim]
-			r.rotate(dst, src, cs)
-			copy(dst[rotated:], src[rotated:])
-		}
-		copy(vd, vs)
 	}
+	return nil
+}
+
+// storeKV writes live row t's new key ks, rotated by cs (cosSin at its
+// position; the values past the rotated pairs copied), and its value vs
+// into its sequence's cache for layer at its position: rope_kv_store's
+// key and value heads.
+func (r *ropeArgs) storeKV(l *hip.HostLaunch, meta rowMeta, t, layer, headDim int, cs, ks, vs []float32) error {
+	p := int(meta.pos[t])
+	kd, vd, err := meta.kv(l, t, layer, len(ks), p, p+1)
+	if err != nil {
+		return err
+	}
+	rotated := max(0, r.dims) / 2 * 2
+	for h := range len(ks) / headDim {
+		src, dst := ks[h*headDim:(h+1)*headDim], kd[h*headDim:(h+1)*headDim]
+		r.rotate(dst, src, cs)
+		copy(dst[rotated:], src[rotated:])
+	}
+	copy(vd, vs)
 	return nil
 }
 
@@ -795,7 +811,6 @@ func emulateAttnRowsSplit(maxDim int) hip.HostKernel {
 			return err
 		}
 		minSplit, rowStride, out := int(l.Arg(9).Int32()), int(l.Arg(10).Int32()), l.Arg(11).Ptr()
-		kvDim, group := a.nKVHead*a.headDim, a.nHead/a.nKVHead
 		if cols > a.nHead {
 			return fmt.Errorf("%s: %w: %d block columns for %d heads", l.Kernel, hip.ErrInvalidValue, cols, a.nHead)
 		}
@@ -813,32 +828,91 @@ func emulateAttnRowsSplit(maxDim int) hip.HostKernel {
 				}
 			}
 		}
-		var w attnWork
-		for r := range rows {
-			ctx, k, v, err := a.context(l, r)
-			if err != nil {
-				return err
-			}
-			size := max(minSplit, (ctx+nSplit-1)/nSplit)
-			for h := range a.nHead {
-				kvOff := h / group * a.headDim
-				part := sc.partials(r, h)
-				for s := range nSplit {
-					pp := part[s*(a.headDim+2):][:a.headDim+2]
-					p0 := min(ctx, s*size)
-					p1 := min(ctx, p0+size)
-					if p0 >= p1 {
-						pp[0] = float32(math.Inf(-1)) // only m: the kernel leaves the rest stale
-						continue
-					}
-					w.piece(pp, a.q[(r*a.nHead+h)*a.headDim:][:a.headDim], k[kvOff:], v[kvOff:], kvDim, p0, p1, a.scale)
-				}
-			}
-		}
-		if out == 0 {
-			return nil
+		if err := a.pieces(l, sc, rows, minSplit); err != nil || out == 0 {
+			return err
 		}
 		return sc.merge(l, out, l.Arg(12).Ptr(), rows, a.nHead)
+	}
+}
+
+// pieces writes attn_rows_split's partials of every head of the first rows
+// rows into sc: piece s of each row's context, positions [s·len, (s+1)·len)
+// of 0..pos with len = max(minSplit, ⌈(pos+1)/nSplit⌉); an empty piece,
+// and every piece of a padding row, as m = −Inf alone.
+func (a *rowsAttnArgs) pieces(l *hip.HostLaunch, sc rowsScratch, rows, minSplit int) error {
+	kvDim, group, nSplit := a.nKVHead*a.headDim, a.nHead/a.nKVHead, sc.nSplit
+	var w attnWork
+	for r := range rows {
+		ctx, k, v, err := a.context(l, r)
+		if err != nil {
+			return err
+		}
+		size := max(minSplit, (ctx+nSplit-1)/nSplit)
+		for h := range a.nHead {
+			kvOff := h / group * a.headDim
+			part := sc.partials(r, h)
+			for s := range nSplit {
+				pp := part[s*(a.headDim+2):][:a.headDim+2]
+				p0 := min(ctx, s*size)
+				p1 := min(ctx, p0+size)
+				if p0 >= p1 {
+					pp[0] = float32(math.Inf(-1)) // only m: the kernel leaves the rest stale
+					continue
+				}
+				w.piece(pp, a.q[(r*a.nHead+h)*a.headDim:][:a.headDim], k[kvOff:], v[kvOff:], kvDim, p0, p1, a.scale)
+			}
+		}
+	}
+	return nil
+}
+
+// emulateAttnRowsRope returns attn_rows_rope_f32_d<maxDim>(part, q, meta,
+// n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride, k, v,
+// dims, neox, thetaScale, freqScale, freqFactors, extFactor, mscale,
+// corrLo, corrHi), grid (nSplit, ·, rows): rope_kv_store's key and value
+// heads of each live row into its cache (ropeArgs.storeKV), then
+// attn_rows_split's pieces, with no merge, of the live rows' query heads
+// rotated at their positions: into a copy, as the kernel rotates them on
+// loading, q itself left as it was.
+func emulateAttnRowsRope(maxDim int) hip.HostKernel {
+	return func(l *hip.HostLaunch) error {
+		nSplit, cols, rows := int(l.Grid.X), int(l.Grid.Y), int(l.Grid.Z)
+		a, err := readRowsAttnArgs(l, maxDim)
+		if err != nil {
+			return err
+		}
+		if cols > a.nHead {
+			return fmt.Errorf("%s: %w: %d block columns for %d heads", l.Kernel, hip.ErrInvalidValue, cols, a.nHead)
+		}
+		r, err := readRopeArgs(l, 13)
+		if err != nil {
+			return err
+		}
+		kvDim, qs := a.nKVHead*a.headDim, a.nHead*a.headDim
+		kv, err := f32Views(l, rows*kvDim, 11, 12)
+		if err != nil {
+			return err
+		}
+		sc, err := viewRowsScratch(l, l.Arg(0).Ptr(), int(l.Arg(10).Int32()), rows, a.nHead, a.headDim, nSplit)
+		if err != nil {
+			return err
+		}
+		a.q = slices.Clone(a.q)
+		cs := make([]float32, max(0, r.dims))
+		for t := range rows {
+			if !a.meta.live(t) {
+				continue
+			}
+			r.cosSin(cs, a.meta.pos[t])
+			for h := range a.nHead {
+				head := a.q[t*qs+h*a.headDim:][:a.headDim]
+				r.rotate(head, head, cs)
+			}
+			if err := r.storeKV(l, a.meta, t, a.layer, a.headDim, cs, kv[0][t*kvDim:(t+1)*kvDim], kv[1][t*kvDim:(t+1)*kvDim]); err != nil {
+				return err
+			}
+		}
+		return a.pieces(l, sc, rows, int(l.Arg(9).Int32()))
 	}
 }
 

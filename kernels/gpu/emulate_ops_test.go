@@ -25,7 +25,7 @@ var emulatedOps = []string{
 	"attn_split_f32", "attn_combine_f32", "kv_store_f32",
 	"attn_rows_split_f32_d64", "attn_rows_split_f32_d128", "attn_rows_split_f32_d256", "attn_rows_combine_f32",
 	"attn_rows_prefill_f32_d64", "attn_rows_prefill_f32_d128", "attn_rows_prefill_f32_d256",
-	"add_rmsnorm_q8", "swiglu_q8", "rope_kv_store",
+	"add_rmsnorm_q8", "swiglu_q8", "rope_kv_store", "topk_slice_f32", "topk_merge_f32",
 }
 
 // matrixPrefixes start the names of the kernels emulate_matvec.go emulates.

@@ -60,3 +60,54 @@ func (k *Kernels) RopeKVStore(s hip.Stream, r *kernels.Rope, freqFactors, q, kSr
 		hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),
 		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi))
 }
+
+// AttentionRowsRope is RopeKVStore then AttentionRows (AttentionRowsQ8 when
+// xq is not 0) in one split launch plus the combine, one launch fewer: the
+// same out, xq and KV caches, bit for bit, except that q is left
+// unrotated (nothing else reads it after the attention). Each block of the
+// split (src/attention.cu, attn_rows_rope) rotates its own query heads as
+// it loads them; the block whose piece of a row's context holds the row's
+// position rotates the row's key of its KV head and takes its value,
+// attends to that position from them and, for the first block of the KV
+// head's query heads, stores them in the cache there (kSrc and vSrc are
+// read only, n×nKVHead×headDim each). freqFactors is as for RopeKVStore;
+// the other arguments and the scratch are AttentionRows'.
+//
+// It is valid only when no two of the n rows belong to the same sequence
+// (one-row decode steps; batches of distinct sequences): a row attends to
+// its earlier positions straight from the cache, which another row of its
+// sequence would be writing in the same launch. Prompt chunks and
+// multi-row steps of one sequence take RopeKVStore and then AttentionRows
+// or AttentionRowsPrefill.
+func (k *Kernels) AttentionRowsRope(s hip.Stream, r *kernels.Rope, freqFactors, out, xq, q, kSrc, vSrc, meta, scratch hip.DevicePtr,
+	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int) error {
+	const call = "AttentionRowsRope"
+	if (r.FreqFactors != nil) != (freqFactors != 0) {
+		return badArg(call, "freq factors on the host and device disagree")
+	}
+	if xq != 0 {
+		if err := checkRowsQ8(call, xq, n, nHead, headDim); err != nil {
+			return err
+		}
+	}
+	sp, err := rowsSplit(call, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, nSplit)
+	if err != nil {
+		return err
+	}
+	dims := min(r.Dims, headDim)
+	p := ropeParams(r, dims)
+	neox := int32(0)
+	if r.Mode == kernels.RopeNeoX {
+		neox = 1
+	}
+	err = k.launch(s, k.fn(rowsRopeKernels[sp.d]), sp.grid, hip.Dim1(128), 0,
+		hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
+		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
+		hip.Int32(rowsMinSplit), hip.Int32(int32(sp.words)), hip.Ptr(kSrc), hip.Ptr(vSrc),
+		hip.Int32(int32(dims)), hip.Int32(neox), hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),
+		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi))
+	if err != nil {
+		return err
+	}
+	return k.rowsCombine(s, sp, out, xq, scratch, n, nHead, headDim)
+}

@@ -37,7 +37,7 @@ import (
 var srcFS embed.FS
 
 // sourceFiles are the kernel sources, in the order they are concatenated.
-var sourceFiles = []string{"quant.cu", "matvec_rows.cu", "ops.cu", "attention.cu", "fused.cu"}
+var sourceFiles = []string{"quant.cu", "matvec_rows.cu", "ops.cu", "attention.cu", "fused.cu", "topk.cu"}
 
 // Source returns the module source the drivers compile: compat.h followed
 // by every .cu file, their `#include "compat.h"` lines removed (nvrtc and
@@ -128,7 +128,7 @@ func Types() []gguf.Type {
 // kernelNames lists every kernel of the module.
 func kernelNames() []string {
 	names := []string{"add_rmsnorm_q8", "swiglu_q8", "rope_kv_store", "rmsnorm_f32", "add_f32", "add_rows_f32", "swiglu_f32", "rope_f32", "argmax_f32",
-		"f32_to_f16", "f32_to_bf16", "attn_split_f32", "attn_combine_f32"}
+		"f32_to_f16", "f32_to_bf16", "attn_split_f32", "attn_combine_f32", "topk_slice_f32", "topk_merge_f32"}
 	suffixes := []string{"f32s", "f16s", "bf16s"}
 	for _, s := range typeNames {
 		suffixes = append(suffixes, s)
@@ -805,6 +805,7 @@ type prefillKernel struct {
 // The batched attention kernels per head-size variant (rowsShape).
 var (
 	rowsSplitKernels   = map[int]string{64: "attn_rows_split_f32_d64", 128: "attn_rows_split_f32_d128", 256: "attn_rows_split_f32_d256"}
+	rowsRopeKernels    = map[int]string{64: "attn_rows_rope_f32_d64", 128: "attn_rows_rope_f32_d128", 256: "attn_rows_rope_f32_d256"}
 	rowsPrefillKernels = map[int]prefillKernel{
 		64:  {"attn_rows_prefill_f32_d64", 64, 256},
 		128: {"attn_rows_prefill_f32_d128", 32, 256},
@@ -816,7 +817,7 @@ var (
 func rowsKernelNames() []string {
 	names := []string{"kv_store_f32", "attn_rows_combine_f32"}
 	for _, d := range []int{64, 128, 256} {
-		names = append(names, rowsSplitKernels[d], rowsPrefillKernels[d].name)
+		names = append(names, rowsSplitKernels[d], rowsRopeKernels[d], rowsPrefillKernels[d].name)
 	}
 	return names
 }
@@ -929,13 +930,22 @@ func (k *Kernels) AttentionRows(s hip.Stream, out, q, meta, scratch hip.DevicePt
 // holds ActQ8Bytes(n*nHead*headDim) and is 4-byte aligned.
 func (k *Kernels) AttentionRowsQ8(s hip.Stream, out, xq, q, meta, scratch hip.DevicePtr,
 	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int) error {
-	switch {
-	case xq == 0 || xq%4 != 0:
-		return badArg("AttentionRowsQ8", "int8 output at %v (want a 4-byte aligned address)", xq)
-	case headDim%32 != 0 || int64(n)*int64(nHead)*int64(headDim) > math.MaxInt32:
-		return badArg("AttentionRowsQ8", "int8 output of %d rows of %d heads of %d (head size a multiple of 32)", n, nHead, headDim)
+	if err := checkRowsQ8("AttentionRowsQ8", xq, n, nHead, headDim); err != nil {
+		return err
 	}
 	return k.attentionRows("AttentionRowsQ8", s, out, xq, q, meta, scratch, n, layer, nHead, nKVHead, headDim, scale, nSplit, true)
+}
+
+// checkRowsQ8 checks the int8 output xq of attention over n rows of nHead
+// heads of headDim (AttentionRowsQ8).
+func checkRowsQ8(call string, xq hip.DevicePtr, n, nHead, headDim int) error {
+	switch {
+	case xq == 0 || xq%4 != 0:
+		return badArg(call, "int8 output at %v (want a 4-byte aligned address)", xq)
+	case headDim%32 != 0 || int64(n)*int64(nHead)*int64(headDim) > math.MaxInt32:
+		return badArg(call, "int8 output of %d rows of %d heads of %d (head size a multiple of 32)", n, nHead, headDim)
+	}
+	return nil
 }
 
 // attentionRows is AttentionRows, and AttentionRowsQ8 when xq is not 0.
@@ -948,37 +958,63 @@ func (k *Kernels) AttentionRowsQ8(s hip.Stream, out, xq, q, meta, scratch hip.De
 // take combine; the merged path is kept, tested and benchmarked.
 func (k *Kernels) attentionRows(call string, s hip.Stream, out, xq, q, meta, scratch hip.DevicePtr,
 	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int, combine bool) error {
-	d, err := rowsShape(call, out, q, meta, n, layer, nHead, nKVHead, headDim)
+	sp, err := rowsSplit(call, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, nSplit)
 	if err != nil {
 		return err
 	}
-	if nSplit <= 0 || nSplit > rowsMaxSplit {
-		return badArg(call, "%d pieces (1..%d)", nSplit, rowsMaxSplit)
-	}
-	words := rowsScratchWords(nHead, headDim, nSplit)
-	switch {
-	case out == 0:
-		return badArg(call, "no output")
-	case scratch%4 != 0 || words > math.MaxInt32:
-		return badArg(call, "scratch at %v (4-byte aligned) of %d words per row", scratch, words)
-	}
-	group := nHead / nKVHead
-	y := nKVHead * ((group + rowsHeadsPerBlock - 1) / rowsHeadsPerBlock)
-	nSplit = min(nSplit, (rowsTargetBlocks+n*y-1)/(n*y)) // never more than words has room for
 	mergeOut, mergeXQ := out, xq
 	if combine {
 		mergeOut, mergeXQ = 0, 0
 	}
-	err = k.launch(s, k.fn(rowsSplitKernels[d]), hip.Dim3{X: uint32(nSplit), Y: uint32(y), Z: uint32(n)},
+	err = k.launch(s, k.fn(rowsSplitKernels[sp.d]), sp.grid,
 		hip.Dim1(128), 0, hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
-		hip.Int32(rowsMinSplit), hip.Int32(int32(words)), hip.Ptr(mergeOut), hip.Ptr(mergeXQ))
+		hip.Int32(rowsMinSplit), hip.Int32(int32(sp.words)), hip.Ptr(mergeOut), hip.Ptr(mergeXQ))
 	if err != nil || !combine {
 		return err
 	}
+	return k.rowsCombine(s, sp, out, xq, scratch, n, nHead, headDim)
+}
+
+// rowsSplitShape is the shape of a launch of the split kernels
+// (attn_rows_split, attn_rows_rope): the head-size variant (rowsShape),
+// the grid (pieces, block columns, rows) and the scratch words per row.
+type rowsSplitShape struct {
+	d     int
+	grid  hip.Dim3
+	words int64
+}
+
+// rowsSplit checks the arguments of AttentionRows' split launch and
+// returns its shape: nSplit pieces, or fewer when the n rows fill the GPU
+// without them (AttentionRows).
+func rowsSplit(call string, out, q, meta, scratch hip.DevicePtr, n, layer, nHead, nKVHead, headDim, nSplit int) (rowsSplitShape, error) {
+	d, err := rowsShape(call, out, q, meta, n, layer, nHead, nKVHead, headDim)
+	if err != nil {
+		return rowsSplitShape{}, err
+	}
+	if nSplit <= 0 || nSplit > rowsMaxSplit {
+		return rowsSplitShape{}, badArg(call, "%d pieces (1..%d)", nSplit, rowsMaxSplit)
+	}
+	words := rowsScratchWords(nHead, headDim, nSplit)
+	switch {
+	case out == 0:
+		return rowsSplitShape{}, badArg(call, "no output")
+	case scratch%4 != 0 || words > math.MaxInt32:
+		return rowsSplitShape{}, badArg(call, "scratch at %v (4-byte aligned) of %d words per row", scratch, words)
+	}
+	group := nHead / nKVHead
+	y := nKVHead * ((group + rowsHeadsPerBlock - 1) / rowsHeadsPerBlock)
+	nSplit = min(nSplit, (rowsTargetBlocks+n*y-1)/(n*y)) // never more than words has room for
+	return rowsSplitShape{d: d, grid: hip.Dim3{X: uint32(nSplit), Y: uint32(y), Z: uint32(n)}, words: words}, nil
+}
+
+// rowsCombine launches attn_rows_combine_f32: the pieces a split launch of
+// shape sp left in scratch merged into out, and xq when it is not 0.
+func (k *Kernels) rowsCombine(s hip.Stream, sp rowsSplitShape, out, xq, scratch hip.DevicePtr, n, nHead, headDim int) error {
 	return k.launch(s, k.fn("attn_rows_combine_f32"), hip.Dim2(uint32(nHead), uint32(n)), hip.Dim1(128), 0,
-		hip.Ptr(out), hip.Ptr(scratch), hip.Int32(int32(nHead)), hip.Int32(int32(headDim)), hip.Int32(int32(nSplit)),
-		hip.Ptr(xq), hip.Int32(int32(words)))
+		hip.Ptr(out), hip.Ptr(scratch), hip.Int32(int32(nHead)), hip.Int32(int32(headDim)), hip.Int32(int32(sp.grid.X)),
+		hip.Ptr(xq), hip.Int32(int32(sp.words)))
 }
 
 // AttentionRowsPrefill is AttentionRows for prompt chunks, with the same

@@ -126,7 +126,7 @@ func BenchmarkDecodeDirect(b *testing.B) {
 			r.Release(gpustep.Rows{X: x.X})
 			x = y
 		}
-		ids, err := r.Project(g, x, []int{len(toks) - 1}, [][]float32{nil})
+		ids, err := r.Project(g, x, []int{len(toks) - 1}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/kernels/gpu"
 	"github.com/forgepipe/forgepipe/model"
+	"github.com/forgepipe/forgepipe/sample"
 )
 
 // Options configure a Runtime.
@@ -432,7 +433,9 @@ func (r *Runtime) Step(b *Block, in Rows) (Rows, error) {
 }
 
 // enqueueBlock enqueues one block: out = in + attention(in), then
-// out += ffn(out). One row with 8-bit activations takes the fused kernels:
+// out += ffn(out). One row rotates its query and key and stores its key
+// and value inside the attention (AttentionRowsRope). One row with 8-bit
+// activations takes the fused kernels:
 // the norms quantise their output, the attention's merge quantises its
 // output for the output projection, which adds the residual itself (out =
 // in + O·att; or else the second norm does), SwiGLU quantises for the down
@@ -458,16 +461,22 @@ func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int, pre
 	} else {
 		e.add(r.linear(n, sc.xn, dim, q8, out1{&b.Query, q}, out1{&b.Key, kk}, out1{&b.Value, v}))
 	}
-	e.add(k.RopeKVStore(s, &c.Rope, r.freqs, q, kk, v, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim))
 	// oq8: one row whose output projection takes int8 activations, which
 	// the attention's merge kernel writes.
 	oq8 := n == 1 && !prefill && c.HeadDim%32 == 0 && r.int8Product(b.Output.Type)
 	switch {
+	case n == 1 && !prefill:
+		// One row: RoPE and the KV store happen in the attention's split.
+		var aq hip.DevicePtr
+		if oq8 {
+			aq = sc.xq
+		}
+		e.add(k.AttentionRowsRope(s, &c.Rope, r.freqs, sc.att, aq, q, kk, v, meta, sc.attn, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale, r.nSplit))
 	case prefill:
+		e.add(k.RopeKVStore(s, &c.Rope, r.freqs, q, kk, v, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim))
 		e.add(k.AttentionRowsPrefill(s, sc.att, q, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale))
-	case oq8:
-		e.add(k.AttentionRowsQ8(s, sc.att, sc.xq, q, meta, sc.attn, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale, r.nSplit))
 	default:
+		e.add(k.RopeKVStore(s, &c.Rope, r.freqs, q, kk, v, meta, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim))
 		e.add(k.AttentionRows(s, sc.att, q, meta, sc.attn, n, b.Layer, c.Heads, c.KVHeads, c.HeadDim, scale, r.nSplit))
 	}
 	if oq8 && b.Output.Bias == 0 {
@@ -652,25 +661,58 @@ func (r *Runtime) growMM(need int64) error {
 
 // ------------------------------------------------------------ logits
 
+// Want is what Project returns for one row besides its most likely token.
+type Want struct {
+	// Logits, when not nil (Vocab long), receives the row's logits.
+	Logits []float32
+	// Top, when not nil, receives the row's TopCandidates most likely
+	// tokens and its softmax normalisers, SumT at Temperature (> 0).
+	Top         *sample.Top
+	Temperature float32
+}
+
+// TopCandidates is how many candidates a Want's Top receives (or the
+// vocabulary, when smaller): enough for common top-k, top-p and min-p
+// settings to be decided on them (sample.SampleTop).
+const TopCandidates = gpu.TopKMax
+
 // Project applies the final norm and the output projection to the given
 // rows of x (row indexes), picks each one's most likely token on the
-// device and returns the ids. Where full[i] is not nil (len Vocab) it also
-// copies row i's logits there. It waits for the device: only the sampler
-// calls it, for tokens it needs now.
-func (r *Runtime) Project(g *Globals, x Rows, rows []int, full [][]float32) ([]int32, error) {
+// device and returns the ids. want, when not nil, has one entry per row:
+// rows whose entry asks for it also get their logits or their top
+// candidates. It waits for the device: only the sampler calls it, for
+// tokens it needs now.
+func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32, error) {
 	c := r.cfg
 	n := len(rows)
 	if n == 0 {
 		return nil, nil
 	}
-	r.downMu.Lock()
-	defer r.downMu.Unlock()
+	if want != nil && len(want) != n {
+		return nil, fmt.Errorf("gpustep: logits: %d rows but %d wants", n, len(want))
+	}
+	k := min(TopCandidates, c.Vocab)
+	tops := false
 	need := int64(8 * n) // Argmax: index and value bits per row
-	for _, f := range full {
-		if f != nil {
+	for i, w := range want {
+		if w.Logits != nil {
+			if len(w.Logits) != c.Vocab {
+				return nil, fmt.Errorf("gpustep: logits: row %d's buffer holds %d, not %d", i, len(w.Logits), c.Vocab)
+			}
 			need += int64(4 * c.Vocab)
 		}
+		if w.Top != nil {
+			if w.Temperature <= 0 || math.IsInf(float64(w.Temperature), 0) || math.IsNaN(float64(w.Temperature)) {
+				return nil, fmt.Errorf("gpustep: logits: row %d's temperature %v", i, w.Temperature)
+			}
+			tops = true
+		}
 	}
+	if tops {
+		need += int64(n) * gpu.TopKRowBytes(k)
+	}
+	r.downMu.Lock()
+	defer r.downMu.Unlock()
 	if r.down == nil || int64(len(r.down.Bytes())) < need {
 		if r.down != nil {
 			if err := r.down.Free(); err != nil {
@@ -684,24 +726,37 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, full [][]float32) ([]i
 		}
 		r.down = hb
 	}
-	gather, err := r.pool.get(int64(n * c.Dim * 4))
-	if err != nil {
-		return nil, err
+	var bufs projectBufs
+	defer bufs.release(r.pool)
+	sizes := []struct {
+		p    *hip.DevicePtr
+		size int64
+	}{
+		{&bufs.gather, int64(n * c.Dim * 4)},
+		{&bufs.logits, int64(n) * int64(c.Vocab) * 4},
+		{&bufs.ids, int64(8 * n)},
 	}
-	defer r.pool.put(gather)
-	logits, err := r.pool.get(int64(n) * int64(c.Vocab) * 4)
-	if err != nil {
-		return nil, err
+	if tops {
+		sizes = append(sizes, []struct {
+			p    *hip.DevicePtr
+			size int64
+		}{
+			{&bufs.top, int64(n) * gpu.TopKRowBytes(k)},
+			{&bufs.topScratch, gpu.TopKScratchBytes(n, c.Vocab, k)},
+			{&bufs.invT, int64(4 * n)},
+		}...)
 	}
-	defer r.pool.put(logits)
-	ids, err := r.pool.get(int64(8 * n))
-	if err != nil {
-		return nil, err
+	for _, sz := range sizes {
+		p, err := r.pool.get(sz.size)
+		if err != nil {
+			return nil, err
+		}
+		*sz.p = p
+		bufs.held = append(bufs.held, p)
 	}
-	defer r.pool.put(ids)
 
 	r.mu.Lock()
-	err = r.enqueueProject(g, x, rows, full, gather, logits, ids)
+	err := r.enqueueProject(g, x, rows, want, k, &bufs)
 	if err == nil {
 		err = r.done.Record(r.stream)
 	}
@@ -723,16 +778,48 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, full [][]float32) ([]i
 		out[i] = int32(binary.LittleEndian.Uint32(hb[8*i:]))
 	}
 	off := 8 * n
-	for _, f := range full {
-		if f != nil {
-			copy(f, unsafe.Slice((*float32)(unsafe.Pointer(&hb[off])), c.Vocab))
+	for _, w := range want {
+		if w.Logits != nil {
+			copy(w.Logits, unsafe.Slice((*float32)(unsafe.Pointer(&hb[off])), c.Vocab))
 			off += 4 * c.Vocab
+		}
+	}
+	if tops {
+		rb := int(gpu.TopKRowBytes(k))
+		for i, w := range want {
+			if w.Top != nil {
+				readTop(w.Top, hb[off+i*rb:off+(i+1)*rb], k, c.Vocab)
+			}
 		}
 	}
 	return out, nil
 }
 
-func (r *Runtime) enqueueProject(g *Globals, x Rows, rows []int, full [][]float32, gather, logits, ids hip.DevicePtr) error {
+// projectBufs are one projection's device buffers from the pool.
+type projectBufs struct {
+	gather, logits, ids, top, topScratch, invT hip.DevicePtr
+	held                                       []hip.DevicePtr
+}
+
+func (b *projectBufs) release(p *pool) {
+	for _, d := range b.held {
+		p.put(d)
+	}
+}
+
+// readTop decodes one row of gpu.TopK's output (TopKRowBytes(k)) into t.
+func readTop(t *sample.Top, b []byte, k, vocab int) {
+	f := func(i int) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])) }
+	cnt := min(int(binary.LittleEndian.Uint32(b[12:])), k)
+	t.Max, t.Sum1, t.SumT, t.Vocab = f(0), float64(f(1)), float64(f(2)), vocab
+	t.IDs, t.Logits = t.IDs[:0], t.Logits[:0]
+	for i := range cnt {
+		t.IDs = append(t.IDs, int32(binary.LittleEndian.Uint32(b[16+4*i:])))
+		t.Logits = append(t.Logits, f(4+k+i))
+	}
+}
+
+func (r *Runtime) enqueueProject(g *Globals, x Rows, rows []int, want []Want, topK int, b *projectBufs) error {
 	c, s, k := r.cfg, r.stream, r.k
 	n := len(rows)
 	row := int64(c.Dim * 4)
@@ -750,11 +837,11 @@ func (r *Runtime) enqueueProject(g *Globals, x Rows, rows []int, full [][]float3
 		src = x.X.Add(int64(rows[0]) * row)
 	} else {
 		for i, ri := range rows {
-			if err := s.MemcpyDtoDAsync(gather.Add(int64(i)*row), x.X.Add(int64(ri)*row), row); err != nil {
+			if err := s.MemcpyDtoDAsync(b.gather.Add(int64(i)*row), x.X.Add(int64(ri)*row), row); err != nil {
 				return err
 			}
 		}
-		src = gather
+		src = b.gather
 	}
 	if err := k.RMSNorm(s, r.s.xn, src, g.OutputNorm, n, c.Dim, c.RMSEps); err != nil {
 		return err
@@ -762,28 +849,44 @@ func (r *Runtime) enqueueProject(g *Globals, x Rows, rows []int, full [][]float3
 	if n > r.opts.MaxBatch {
 		return fmt.Errorf("%d rows (at most %d)", n, r.opts.MaxBatch)
 	}
-	if err := r.linear(n, r.s.xn, c.Dim, false, out1{&g.Output, logits}); err != nil {
+	if err := r.linear(n, r.s.xn, c.Dim, false, out1{&g.Output, b.logits}); err != nil {
 		return err
 	}
-	if err := k.Argmax(s, ids, logits, n, c.Vocab); err != nil {
+	if err := k.Argmax(s, b.ids, b.logits, n, c.Vocab); err != nil {
 		return err
 	}
 	hb := r.down.Bytes()
-	if err := s.MemcpyDtoHAsync(hb[:8*n], ids); err != nil {
+	if err := s.MemcpyDtoHAsync(hb[:8*n], b.ids); err != nil {
 		return err
 	}
 	off := 8 * n
 	vb := int64(c.Vocab) * 4
-	for i, f := range full {
-		if f == nil {
+	for i, w := range want {
+		if w.Logits == nil {
 			continue
 		}
-		if err := s.MemcpyDtoHAsync(hb[off:off+int(vb)], logits.Add(int64(i)*vb)); err != nil {
+		if err := s.MemcpyDtoHAsync(hb[off:off+int(vb)], b.logits.Add(int64(i)*vb)); err != nil {
 			return err
 		}
 		off += int(vb)
 	}
-	return nil
+	if b.top == 0 {
+		return nil
+	}
+	invT := make([]byte, 4*n)
+	for i, w := range want {
+		if w.Top != nil {
+			binary.LittleEndian.PutUint32(invT[4*i:], math.Float32bits(1/w.Temperature))
+		}
+	}
+	if err := r.stage.upload(s, b.invT, invT); err != nil {
+		return err
+	}
+	if err := k.TopK(s, b.top, b.topScratch, b.logits, b.invT, n, c.Vocab, topK); err != nil {
+		return err
+	}
+	tb := int64(n) * gpu.TopKRowBytes(topK)
+	return s.MemcpyDtoHAsync(hb[off:off+int(tb)], b.top)
 }
 
 // ------------------------------------------------------------ weights

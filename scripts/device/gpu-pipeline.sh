@@ -65,7 +65,7 @@ bench() { # name model args...
     summ "$OUT/$name.json" "$name" || { echo "$name FAILED"; tail -5 "$OUT/$name.log"; rc=1; }
 }
 
-if has decode || has cold || has conc || has trace || has direct; then
+if has decode || has cold || has conc || has trace || has direct || has ab || has ncu; then
   (for t in $TYPES; do gen 1b "$t" >/dev/null; done; [[ -n $BIG ]] && gen "${BIG%-*}" "${BIG#*-}" >/dev/null) &
   gen_pid=$!
 fi

@@ -166,6 +166,29 @@ FP_DEVICE float4 f4_shfl_xor(float4 a, int m) {
 // exp_from is e^(x-m), 0 when x is -inf (also when m is).
 FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(x - m); }
 
+// RowsRope is what attn_rows_rope adds to attn_rows_piece: rope_kv_store's
+// new keys and values k and v (n×nKVHead×headDim) and its rotation
+// (rope_cs's constants, over the first dims values of a head).
+struct RowsRope {
+	const float* k;
+	const float* v;
+	const float* freqFactors;
+	int dims, neox;
+	float thetaScale, freqScale, extFactor, mscale, corrLo, corrHi;
+};
+
+// rope_at is value d of head x after rope_kv_store's rotation, with the
+// float operations it makes: of the first 2*half values, the pairs (2i,
+// 2i+1), or (i, i+half) when neox, turned by cs[2i] (cosine) and cs[2i+1]
+// (sine) of rope_cs; the rest kept.
+FP_DEVICE float rope_at(const float* x, int d, int half, int neox, const float* cs) {
+	if (d >= 2 * half) return x[d];
+	const int i = neox ? (d < half ? d : d - half) : d / 2;
+	const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+	const float c = cs[2 * i], s = cs[2 * i + 1], x0 = x[a], x1 = x[b];
+	return d == a ? __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)) : __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
 // The scratch of attn_rows_split holds rowStride 32-bit words per row r
 // (at part + r*rowStride): nHead arrival counters (u32, one per block
 // column y of the row; zero between launches), then the row's partials,
@@ -185,10 +208,23 @@ FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(
 // group keeps an online softmax per head; groups and warps are merged at the
 // end into one partial per head: m, l, acc[headDim] (m = -inf when empty,
 // the rest then left stale).
-template <int D>
+//
+// With ROPE (attn_rows_rope) the block first does rope_kv_store's work for
+// its part of the row, the row being the only one of its sequence in the
+// launch: it rotates its query heads as it loads them (q itself is left as
+// it was), and, when its piece holds the row's position pos, rotates the
+// row's key of its KV head (rope.k) and takes its value (rope.v), both into
+// shared memory. The first block of the KV head's heads (chunk 0) also
+// writes them into the cache at pos; every block holding pos attends to
+// that position from its shared copy, never from the cache, so no block
+// reads what another block of the launch writes, and no block's L1 can
+// give a stale line of it. The rotation's float operations are
+// rope_kv_store's (rope_cs, rope_at), and the attention's are those of the
+// plain piece on the stored rows: the same bits.
+template <int D, bool ROPE>
 FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
                                int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,
-                               int rowStride) {
+                               int rowStride, const RowsRope& rope) {
 	enum {
 		LP = D / 4 < WARP_SIZE ? D / 4 : WARP_SIZE, // lanes per position
 		VPL = D / (4 * LP),                         // float4 per lane
@@ -217,6 +253,45 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 	kb += kvh * headDim;
 	const float* vb = kb + (long long)cap * kvDim;
 
+	// ROPE: the block's rotated query heads, then the row's rotated key and
+	// its value at pos (when the piece holds pos).
+	enum { RH = ROPE ? ROWS_GB + 2 : 1, RD = ROPE ? D / 4 : 1, RK = ROPE ? ROWS_GB : 0, RV = ROPE ? ROWS_GB + 1 : 0 };
+	__shared__ float4 srot[RH][RD];
+	if (ROPE) {
+		enum { E = ROPE ? RH * RD * 4 / ROWS_THREADS : 1 }; // values per thread, at most
+		__shared__ float sraw[RH][RD * 4], scs[RD * 4]; // the values as loaded; each pair's cosine and sine
+		const int half = rope.dims / 2;
+		const bool holds = p1 == ctx, writes = holds && blockIdx.y % chunks == 0;
+		const int nv = (gn + (holds ? 2 : 0)) * headDim;
+		const float* qh = q + ((long long)r * nHead + h0) * headDim;
+		const long long kvs = ((long long)r * nKVHead + kvh) * headDim; // the row's new key and value
+		// The loads are issued first, to fly while rope_cs computes.
+		float x[E];
+#pragma unroll
+		for (int e = 0; e < E; e++) {
+			const int t = threadIdx.x + e * ROWS_THREADS, g = t / headDim, d = t % headDim;
+			x[e] = t >= nv ? 0.f : g < gn ? qh[g * headDim + d] : g == gn ? rope.k[kvs + d] : rope.v[kvs + d];
+		}
+		for (int i = threadIdx.x; i < half; i += ROWS_THREADS)
+			rope_cs(i, pos, rope.thetaScale, rope.freqScale, rope.freqFactors, rope.extFactor, rope.mscale,
+			        rope.corrLo, rope.corrHi, &scs[2 * i], &scs[2 * i + 1]);
+#pragma unroll
+		for (int e = 0; e < E; e++) {
+			const int t = threadIdx.x + e * ROWS_THREADS, g = t / headDim, d = t % headDim;
+			if (t < nv) sraw[g < gn ? g : g == gn ? RK : RV][d] = x[e];
+		}
+		__syncthreads();
+		float* kd = (float*)kb + (long long)pos * kvDim;
+		for (int t = threadIdx.x; t < nv; t += ROWS_THREADS) {
+			const int g = t / headDim, d = t % headDim, h = g < gn ? g : g == gn ? RK : RV;
+			const float y = h == RV ? sraw[RV][d] : rope_at(sraw[h], d, half, rope.neox, scs);
+			((float*)srot[h])[d] = y;
+			if (writes && h == RK) kd[d] = y;
+			if (writes && h == RV) kd[(long long)cap * kvDim + d] = y;
+		}
+		__syncthreads();
+	}
+
 	float4 qv[ROWS_GB][VPL], acc[ROWS_GB][VPL];
 	float m[ROWS_GB], l[ROWS_GB];
 #pragma unroll
@@ -225,8 +300,9 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 #pragma unroll
 		for (int i = 0; i < VPL; i++) {
 			const int d = (i * LP + j) * 4;
-			qv[g][i] = g < gn && d < headDim ? *(const float4*)(q + ((long long)r * nHead + h0 + g) * headDim + d)
-			                                 : f4_zero();
+			qv[g][i] = g < gn && d < headDim
+			               ? ROPE ? srot[g][d / 4] : *(const float4*)(q + ((long long)r * nHead + h0 + g) * headDim + d)
+			               : f4_zero();
 			acc[g][i] = f4_zero();
 		}
 	}
@@ -240,8 +316,9 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 			for (int i = 0; i < VPL; i++) {
 				const int d = (i * LP + j) * 4;
 				const bool ok = p < p1 && d < headDim;
-				kr[u][i] = ok ? *(const float4*)(kb + (long long)p * kvDim + d) : f4_zero();
-				vr[u][i] = ok ? *(const float4*)(vb + (long long)p * kvDim + d) : f4_zero();
+				const bool fresh = ROPE && p == pos; // with ok, only in a piece that holds pos
+				kr[u][i] = ok ? fresh ? srot[RK][d / 4] : *(const float4*)(kb + (long long)p * kvDim + d) : f4_zero();
+				vr[u][i] = ok ? fresh ? srot[RV][d / 4] : *(const float4*)(vb + (long long)p * kvDim + d) : f4_zero();
 			}
 		}
 #pragma unroll
@@ -423,7 +500,8 @@ template <int D>
 FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
                                int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,
                                int rowStride, float* __restrict__ out, i8* __restrict__ xq) {
-	attn_rows_piece<D>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride);
+	attn_rows_piece<D, false>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride,
+	                          RowsRope());
 	if (!out) return;
 	const int r = blockIdx.z, nSplit = gridDim.x;
 	const int group = nHead / nKVHead, chunks = (group + ROWS_GB - 1) / ROWS_GB;
@@ -464,6 +542,29 @@ FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict
 FP_ATTN_ROWS_SPLIT(64)
 FP_ATTN_ROWS_SPLIT(128)
 FP_ATTN_ROWS_SPLIT(256)
+
+// attn_rows_rope: rope_kv_store (its arguments from k on) and attn_rows_split
+// without the merge in one launch, for rows of distinct sequences
+// (attn_rows_piece with ROPE): the same partials, left to
+// attn_rows_combine_f32, and the same cache rows at each row's position.
+// q is read, never rotated in place.
+#define FP_ATTN_ROWS_ROPE(D)                                                                                   \
+	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
+	    attn_rows_rope_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                         \
+	                            const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,        \
+	                            int headDim, float scale, int minSplit, int rowStride,                         \
+	                            const float* __restrict__ k, const float* __restrict__ v, int dims, int neox,  \
+	                            float thetaScale, float freqScale, const float* __restrict__ freqFactors,      \
+	                            float extFactor, float mscale, float corrLo, float corrHi) {                   \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
+		const RowsRope rope = {k, v, freqFactors, dims, neox, thetaScale, freqScale, extFactor, mscale,    \
+		                       corrLo, corrHi};                                                            \
+		attn_rows_piece<D, true>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit,        \
+		                         rowStride, rope);                                                         \
+	}
+FP_ATTN_ROWS_ROPE(64)
+FP_ATTN_ROWS_ROPE(128)
+FP_ATTN_ROWS_ROPE(256)
 
 // attn_rows_combine: grid (nHead, n), the merge of attn_rows_split as a
 // kernel of its own (attn_rows_merge of one head per block), for partials
