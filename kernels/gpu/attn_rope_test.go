@@ -17,11 +17,6 @@ import (
 // unrotated, and, to within the tolerances, what the host's rope and
 // attention give.
 
-func init() {
-	// emulate_ops.go emulates the fused kernels too (TestEmulatedOpsRegistered).
-	emulatedOps = append(emulatedOps, "attn_rows_rope_f32_d64", "attn_rows_rope_f32_d128", "attn_rows_rope_f32_d256")
-}
-
 // ropeAttnShape is a model's head layout: group sizes 1, 4 and 7 (7 query
 // heads per KV head take two blocks of attn_rows_piece, of which only the
 // first writes the cache) at 64 and 128 dims, and the other two kernel
@@ -387,6 +382,59 @@ func TestAttentionRowsRopeBadArguments(t *testing.T) {
 	for _, c := range cases {
 		if !errors.Is(c.err, hip.ErrInvalidValue) {
 			t.Errorf("%s: %v, want ErrInvalidValue", c.name, c.err)
+		}
+	}
+}
+
+// BenchmarkAttentionRowsRope times one decode row's rope, K/V store and
+// attention — RopeKVStore then AttentionRowsQ8 (three launches) against
+// AttentionRowsRope (two) — on Llama-3.2-1B's head layout (32 query heads,
+// 8 KV heads, 64 dims) and Llama-3.1-8B's (128 dims), with Llama 3's rope
+// (frequency factors), at positions 511 and 2047, each launch on the next
+// of 32 sequences so that their caches (up to 512 MiB) are not read from
+// L2. The pieces are those of a model served at 4096 positions
+// (AttentionRowsSplits(32, 4096)).
+func BenchmarkAttentionRowsRope(b *testing.B) {
+	e := newEnv(b, 29)
+	const nHead, nKVHead, nSeq = 32, 8, 32
+	nSplit := AttentionRowsSplits(nHead, 4096)
+	for _, headDim := range []int{64, 128} {
+		kvDim, qs := nKVHead*headDim, nHead*headDim
+		scale := float32(1 / math.Sqrt(float64(headDim)))
+		r := kernels.Rope{Dims: headDim, Base: 500000, FreqFactors: freqFactors(headDim / 2)}
+		ffd := e.uploadF32(r.FreqFactors)
+		q, k, v := e.uploadF32(e.randVec(qs)), e.uploadF32(e.randVec(kvDim)), e.uploadF32(e.randVec(kvDim))
+		out, xq := e.alloc(int64(qs)*4), e.alloc(ActQ8Bytes(qs))
+		scratch := e.rowsScratch(1, nHead, headDim, nSplit)
+		for _, ctx := range []int{512, 2048} {
+			size := KVBlockBytes(1, ctx, kvDim)
+			pool, err := e.dev.Malloc(size * nSeq) // freed after its runs: the largest is 512 MiB
+			e.check(err)
+			e.check(e.s.MemsetD32Async(pool, math.Float32bits(1.0/64), size*nSeq/4))
+			var metas []hip.DevicePtr
+			for i := range nSeq {
+				mb := make([]byte, RowMetaBytes(1))
+				PutRowMeta(mb, 1, 0, int32(ctx-1), int32(ctx), pool.Add(size*int64(i)))
+				metas = append(metas, e.upload(mb))
+			}
+			run := func(name string, launch func(meta hip.DevicePtr)) {
+				b.Run(fmt.Sprintf("d%d_ctx%d/%s", headDim, ctx, name), func(b *testing.B) {
+					launch(metas[0])
+					e.sync()
+					ms, hostUS := e.timeLaunches(b.N, int64(b.N)*200_000, func(i int) { launch(metas[i%nSeq]) })
+					b.ReportMetric(ms*1e3/float64(b.N), "us/op")
+					b.ReportMetric(hostUS, "host-us/op")
+				})
+			}
+			run("RopeKVStore+AttentionRowsQ8", func(meta hip.DevicePtr) {
+				e.check(e.k.RopeKVStore(e.s, &r, ffd, q, k, v, meta, 1, 0, nHead, nKVHead, headDim))
+				e.check(e.k.AttentionRowsQ8(e.s, out, xq, q, meta, scratch, 1, 0, nHead, nKVHead, headDim, scale, nSplit))
+			})
+			run("AttentionRowsRope", func(meta hip.DevicePtr) {
+				e.check(e.k.AttentionRowsRope(e.s, &r, ffd, out, xq, q, k, v, meta, scratch, 1, 0, nHead, nKVHead, headDim, scale, nSplit))
+			})
+			e.sync()
+			e.check(e.dev.Free(pool))
 		}
 	}
 }

@@ -70,8 +70,9 @@ func (k *Kernels) RopeKVStore(s hip.Stream, r *kernels.Rope, freqFactors, q, kSr
 // position rotates the row's key of its KV head and takes its value,
 // attends to that position from them and, for the first block of the KV
 // head's query heads, stores them in the cache there (kSrc and vSrc are
-// read only, n×nKVHead×headDim each). freqFactors is as for RopeKVStore;
-// the other arguments and the scratch are AttentionRows'.
+// read only, n×nKVHead×headDim each). freqFactors is r.FreqFactors' copy
+// on the device, or 0 when r has none (as for Rope); the other arguments
+// and the scratch are AttentionRows'.
 //
 // It is valid only when no two of the n rows belong to the same sequence
 // (one-row decode steps; batches of distinct sequences): a row attends to

@@ -906,7 +906,8 @@ func rowsShape(call string, out, q, meta hip.DevicePtr, n, layer, nHead, nKVHead
 // nKVHead and nSplit only, never on positions.
 //
 // A row at position p attends to positions 0..p of its sequence, so every
-// row's K and V must be stored (KVStore) first. Query head h reads KV head
+// row's K and V must be stored (KVStore) first (AttentionRowsRope stores
+// them itself, for rows of distinct sequences). Query head h reads KV head
 // h / (nHead/nKVHead); the heads of one KV head share its loads. headDim
 // must be a multiple of 4, at most 256; nSplit is at most 256. For prompt
 // chunks (many rows of one sequence) AttentionRowsPrefill is faster and
