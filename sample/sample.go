@@ -119,19 +119,46 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		return c[best].id
 	}
 	sort.SliceStable(c, func(i, j int) bool { return c[i].logit > c[j].logit })
-	if s.p.TopK > 0 && s.p.TopK < len(c) {
-		c = c[:s.p.TopK]
+	id, _ := s.choose(c, nil) // the whole row: always chosen
+	return id
+}
+
+// choose runs the filters (top-k, top-p, min-p, temperature) over c,
+// sorted by descending logit, and draws. c is the whole row when t is nil;
+// otherwise t describes the row and c may be its head only, whose
+// probabilities then come from t's sums over the whole row, and choose
+// returns false when the filters or the draw need tokens past c (a draw
+// landing past c is kept for the next Sample).
+func (s *Sampler) choose(c []candidate, t *Top) (int32, bool) {
+	vocab := len(c)
+	if t != nil {
+		vocab = t.Vocab
 	}
-	softmax(c, 1)
+	whole := len(c) < vocab // c stands for the whole row, of which it holds the head
+	if k := s.p.TopK; k > 0 && k < vocab {
+		if k > len(c) {
+			return 0, false
+		}
+		c, whole = c[:k], false
+	}
+	if whole {
+		rowProbs(c, t.Max, 1, t.Sum1)
+	} else {
+		softmax(c, 1)
+	}
 	if s.p.TopP > 0 && s.p.TopP < 1 {
-		cum := float32(0)
+		cum, cut := float32(0), false
 		for i := range c {
 			cum += c[i].p
 			if cum >= s.p.TopP {
-				c = c[:i+1]
+				c, cut = c[:i+1], true
 				break
 			}
 		}
+		if whole && !cut {
+			return 0, false
+		}
+		whole = whole && !cut
 	}
 	if s.p.MinP > 0 {
 		limit := c[0].p * s.p.MinP
@@ -139,13 +166,33 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		for n < len(c) && c[n].p >= limit {
 			n++
 		}
-		c = c[:n]
+		if whole && n == len(c) {
+			return 0, false // the next token past the candidates may pass too
+		}
+		c, whole = c[:n], false
 	}
-	softmax(c, s.p.Temperature)
-	if id, ok := pick(c, s.draw()); ok {
-		return id
+	if whole {
+		rowProbs(c, t.Max, s.p.Temperature, t.SumT)
+	} else {
+		softmax(c, s.p.Temperature)
 	}
-	return c[len(c)-1].id
+	r := s.draw()
+	if id, ok := pick(c, r); ok {
+		return id, true
+	}
+	if whole {
+		s.drawn, s.hasDrawn = r, true // in the tail: Sample places it
+		return 0, false
+	}
+	return c[len(c)-1].id, true
+}
+
+// rowProbs sets p over the head c of a row at temperature temp, from the
+// row's largest logit and its Σ exp((l - max)/temp), rounding as softmax.
+func rowProbs(c []candidate, maxL, temp float32, sum float64) {
+	for i := range c {
+		c[i].p = float32(float64(float32(math.Exp(float64((c[i].logit-maxL)/temp)))) / sum)
+	}
 }
 
 // pick returns the first candidate whose cumulative probability passes
@@ -265,65 +312,7 @@ func (s *Sampler) SampleTop(t *Top) (int32, bool) {
 		c = append(c, candidate{id: id, logit: t.Logits[i]})
 	}
 	s.cands = c
-	// whole: c stands for the whole row, of which it holds the head.
-	whole := true
-	if k := s.p.TopK; k > 0 && k < t.Vocab {
-		if k > len(c) {
-			return 0, false
-		}
-		c, whole = c[:k], false
-	}
-	if whole && len(c) == t.Vocab {
-		whole = false // every token is a candidate
-	}
-	if whole {
-		for i := range c {
-			c[i].p = float32(float64(float32(math.Exp(float64(c[i].logit-t.Max)))) / t.Sum1) // as softmax rounds
-		}
-	} else {
-		softmax(c, 1)
-	}
-	if s.p.TopP > 0 && s.p.TopP < 1 {
-		cum, cut := float32(0), false
-		for i := range c {
-			cum += c[i].p
-			if cum >= s.p.TopP {
-				c, cut = c[:i+1], true
-				break
-			}
-		}
-		if whole && !cut {
-			return 0, false
-		}
-		whole = whole && !cut
-	}
-	if s.p.MinP > 0 {
-		limit := c[0].p * s.p.MinP
-		n := 1
-		for n < len(c) && c[n].p >= limit {
-			n++
-		}
-		if whole && n == len(c) {
-			return 0, false // the next token past the candidates may pass too
-		}
-		c, whole = c[:n], false
-	}
-	if whole {
-		for i := range c {
-			c[i].p = float32(float64(float32(math.Exp(float64((c[i].logit-t.Max)/s.p.Temperature)))) / t.SumT)
-		}
-	} else {
-		softmax(c, s.p.Temperature)
-	}
-	r := s.draw()
-	if id, ok := pick(c, r); ok {
-		return id, true
-	}
-	if whole {
-		s.drawn, s.hasDrawn = r, true // in the tail: Sample places it
-		return 0, false
-	}
-	return c[len(c)-1].id, true
+	return s.choose(c, t)
 }
 
 // TopOf is Top computed on the host from a whole row: the reference for

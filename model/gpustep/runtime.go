@@ -91,6 +91,12 @@ type scratch struct {
 	mmBytes                         int64
 }
 
+// sized is a buffer to take from the pool and where its address goes.
+type sized struct {
+	p    *hip.DevicePtr
+	size int64
+}
+
 // Stats are a runtime's counters.
 type Stats struct {
 	Steps, GraphLaunches, GraphCaptures int64
@@ -135,10 +141,7 @@ func (r *Runtime) init() error {
 	}
 	c, n := r.cfg, r.opts.MaxBatch
 	r.nSplit = gpu.AttentionRowsSplits(c.Heads, r.opts.ContextSize)
-	sizes := []struct {
-		p    *hip.DevicePtr
-		size int64
-	}{
+	sizes := []sized{
 		{&r.s.xn, int64(n * c.Dim * 4)},
 		{&r.s.qkv, int64(n * (c.QDim() + 2*c.KVDim()) * 4)},
 		{&r.s.att, int64(n * c.QDim() * 4)},
@@ -728,23 +731,16 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32,
 	}
 	var bufs projectBufs
 	defer bufs.release(r.pool)
-	sizes := []struct {
-		p    *hip.DevicePtr
-		size int64
-	}{
+	sizes := []sized{
 		{&bufs.gather, int64(n * c.Dim * 4)},
 		{&bufs.logits, int64(n) * int64(c.Vocab) * 4},
 		{&bufs.ids, int64(8 * n)},
 	}
 	if tops {
-		sizes = append(sizes, []struct {
-			p    *hip.DevicePtr
-			size int64
-		}{
-			{&bufs.top, int64(n) * gpu.TopKRowBytes(k)},
-			{&bufs.topScratch, gpu.TopKScratchBytes(n, c.Vocab, k)},
-			{&bufs.invT, int64(4 * n)},
-		}...)
+		sizes = append(sizes,
+			sized{&bufs.top, int64(n) * gpu.TopKRowBytes(k)},
+			sized{&bufs.topScratch, gpu.TopKScratchBytes(n, c.Vocab, k)},
+			sized{&bufs.invT, int64(4 * n)})
 	}
 	for _, sz := range sizes {
 		p, err := r.pool.get(sz.size)
