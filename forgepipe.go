@@ -35,6 +35,7 @@ import (
 	"github.com/forgepipe/forgepipe/model/gpustep"
 	"github.com/forgepipe/forgepipe/sample"
 	"github.com/forgepipe/forgepipe/tokenizer"
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // SeqID names one sequence in a pipeline.
@@ -89,6 +90,7 @@ type Pipeline struct {
 	streams map[SeqID]*Stream
 
 	planDuration time.Duration
+	readAhead    <-chan struct{} // closed when Open's read-ahead has ended (nil: none)
 }
 
 // Open reads the model's headers, opens the device and spawns the actors.
@@ -123,18 +125,22 @@ func Open(path string, opts ...Option) (*Pipeline, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	// Start the disk on the first weights while the device initialises
-	// (a GPU driver takes a few hundred milliseconds).
-	loader.Advise(f, loader.Globals)
-	for l := 0; l <= min(o.prefetch, p.cfg.Layers-1); l++ {
-		loader.Advise(f, l)
+	// Keep the disk busy from here to the first token: it reads the weights
+	// while the device initialises (a GPU driver takes a few hundred
+	// milliseconds) and ahead of the uploader's copies.
+	if o.readAhead >= 0 {
+		p.readAhead = loader.StartReadAhead(f, p.cfg.Layers, o.readAhead, p.closing, o.trace.Track("startup", "disk read-ahead"))
 	}
+	startup := o.trace.Track("startup", "open")
+	at := startup.Now()
 	if o.emulate {
 		p.dev, p.gpu, err = openEmulated(p.cfg, p.ctxSize, o.maxBatch, o.log)
 	} else {
 		p.dev, p.gpu, err = openDevice(o.backend, p.cfg, p.ctxSize, o.maxBatch, o.log)
 	}
+	startup.Span("open device and runtime", "startup", at, trace.Args{})
 	if err != nil {
+		p.stopReadAhead()
 		f.Close()
 		return nil, err
 	}
@@ -436,7 +442,23 @@ func (p *Pipeline) Close() error {
 	if p.gpu != nil {
 		gpuErr = p.gpu.Close()
 	}
+	p.stopReadAhead()
 	return errors.Join(gpuErr, p.dev.Close(), p.file.Close())
+}
+
+// stopReadAhead ends the background read-ahead (Open's) and waits for it,
+// so that the file is never unmapped under it. p.closing must be closed
+// or about to be: it is what stops the goroutine early.
+func (p *Pipeline) stopReadAhead() {
+	if p.readAhead == nil {
+		return
+	}
+	select {
+	case <-p.closing:
+	default:
+		close(p.closing)
+	}
+	<-p.readAhead
 }
 
 // Queued is the number of requests waiting for a sequence slot.

@@ -24,6 +24,7 @@ type options struct {
 	dispatcher  actor.Dispatcher
 	trace       *trace.Recorder
 	emulate     bool
+	readAhead   int64 // bytes; 0: loader.ReadAheadLimit; < 0: none
 }
 
 func defaultOptions() options {
@@ -86,6 +87,15 @@ func WithInlineLayers() Option {
 // package trace). Write it with r.WriteJSON after Close, when every copy
 // has been timed. Without it (the default) nothing is recorded.
 func WithTrace(r *trace.Recorder) Option { return func(o *options) { o.trace = r } }
+
+// WithReadAhead sets how many bytes of weights Open has the OS read into
+// the page cache in the background, in the order the layers need them,
+// while the device starts and ahead of the uploader: 0 (the default) is up
+// to half of the machine's memory, which on most machines is the whole
+// model; a negative value turns it off, leaving only the uploader's
+// read-ahead of the next few layers. It makes a cold start bounded by the
+// disk rather than by the disk and the device start one after the other.
+func WithReadAhead(bytes int64) Option { return func(o *options) { o.readAhead = bytes } }
 
 // WithEmulatedGPU runs the GPU backend's code path — device rows, the
 // uploader's GPU binding, model/gpustep's steps and graphs — on the host

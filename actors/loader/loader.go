@@ -114,34 +114,24 @@ func (a *loaderActor) views(m *TensorRequest) *TensorViews {
 }
 
 // readAhead advises the kernel that a layer's byte range is needed soon
-// (MADV_WILLNEED starts the reads without blocking); where that is not
-// possible, a goroutine touches one byte per page.
+// (MADV_WILLNEED; where that is not possible, one byte per page is read).
+// Either runs on a goroutine of its own: submitting a layer's reads can
+// wait for the disk's queue, and the loader must go on answering requests.
 func (a *loaderActor) readAhead(layer int) {
-	region, advised := advise(a.file, layer)
-	if region == nil {
-		return
-	}
 	a.stats.ReadAheads.Add(1)
-	if advised {
-		return
-	}
 	a.touching.Add(1)
 	go func() {
 		defer a.touching.Done()
-		touch(region)
+		if region, advised := advise(a.file, layer); region != nil && !advised {
+			touch(region)
+		}
 	}()
 }
 
-// Advise asks the kernel to start reading a layer's pages (Globals: the
-// weights outside the blocks) in the background, and reports whether it
-// could. Open calls it for the first layers before the device is
-// initialised, so the disk is busy while the GPU driver starts.
-func Advise(f *gguf.File, layer int) bool {
-	region, advised := advise(f, layer)
-	return region != nil && advised
-}
-
-// advise is Advise, returning the layer's page-aligned region (nil: none).
+// advise asks the kernel to start reading a layer's pages (Globals: the
+// weights outside the blocks) and returns the layer's page-aligned region
+// (nil: none) and whether the advice was taken. It waits while the disk's
+// queue is full.
 func advise(f *gguf.File, layer int) ([]byte, bool) {
 	ts := LayerTensors(f.Header, layer)
 	if len(ts) == 0 {
@@ -159,7 +149,13 @@ func advise(f *gguf.File, layer int) ([]byte, bool) {
 	page := uint64(unix.Getpagesize())
 	lo = lo / page * page
 	region := data[lo:hi]
-	return region, unix.Madvise(region, unix.MADV_WILLNEED) == nil
+	return region, madviseWillNeed(region)
+}
+
+// madviseWillNeed asks the kernel to start reading region (page-aligned,
+// of the mapping) and reports whether it could.
+func madviseWillNeed(region []byte) bool {
+	return unix.Madvise(region, unix.MADV_WILLNEED) == nil
 }
 
 // touch reads one byte per page of region.

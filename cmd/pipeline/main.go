@@ -9,7 +9,15 @@
 //	pipeline loadtest --url http://127.0.0.1:8080 --concurrency 8 --requests 100 --stream
 package main
 
-import "os"
+import (
+	"os"
+	"time"
+)
+
+// started is when the command began (package initialisation, a few
+// milliseconds after the process's start): run --json counts its
+// first_token_ms from here.
+var started = time.Now()
 
 func main() {
 	os.Exit(execute(os.Args[1:]))

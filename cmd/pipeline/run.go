@@ -19,6 +19,7 @@ import (
 	"github.com/forgepipe/forgepipe"
 	"github.com/forgepipe/forgepipe/model"
 	"github.com/forgepipe/forgepipe/sample"
+	"github.com/forgepipe/forgepipe/trace"
 )
 
 // runFlags are the flags of the run command.
@@ -32,6 +33,7 @@ type runFlags struct {
 	topP, minP    float32
 	repeatPenalty float32
 	asJSON        bool
+	trace         string
 	pipe          pipelineFlags
 }
 
@@ -45,6 +47,7 @@ type pipelineFlags struct {
 	inline       bool
 	cold         bool
 	maxBatch     int
+	readAhead    string
 }
 
 func (pf *pipelineFlags) register(f *pflag.FlagSet) {
@@ -55,6 +58,7 @@ func (pf *pipelineFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&pf.prefetch, "prefetch", 2, "layers the uploader copies ahead of the one being computed")
 	f.BoolVar(&pf.inline, "inline-layers", false, "run the layer actors on their sender's goroutine (no thread handoff per hop; no overlap between layers)")
 	f.StringVar(&pf.weightBudget, "weight-budget", "0", "most device memory for the blocks' weights, in bytes or with a KiB/MiB/GiB suffix (0: no limit)")
+	f.StringVar(&pf.readAhead, "read-ahead", "auto", "weights read into the page cache in the background from the start, in layer order: auto (up to half the memory), off, or bytes with a KiB/MiB/GiB suffix")
 }
 
 // options turns the flags into pipeline options.
@@ -72,10 +76,23 @@ func (pf *pipelineFlags) options(a *app, ctxSize int) ([]forgepipe.Option, error
 	if pf.maxBatch <= 0 {
 		return nil, fmt.Errorf("--max-batch %d: want > 0", pf.maxBatch)
 	}
+	readAhead := int64(0) // auto
+	switch pf.readAhead {
+	case "auto", "":
+	case "off":
+		readAhead = -1
+	default:
+		n, err := parseBytes(pf.readAhead)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("--read-ahead %q: want auto, off or a size > 0", pf.readAhead)
+		}
+		readAhead = n
+	}
 	opts := []forgepipe.Option{
 		forgepipe.WithMaxBatch(pf.maxBatch),
 		forgepipe.WithBackend(pf.backend), forgepipe.WithPrefetch(pf.prefetch),
 		forgepipe.WithWeightBudget(budget), forgepipe.WithContextSize(ctxSize), forgepipe.WithLogger(a.log),
+		forgepipe.WithReadAhead(readAhead),
 	}
 	if pf.inline {
 		opts = append(opts, forgepipe.WithInlineLayers())
@@ -114,10 +131,14 @@ type runOutput struct {
 
 type runTimings struct {
 	// LoadMs is the eager path's load, or the pipeline's plan (Open).
-	LoadMs     float64 `json:"load_ms"`
-	TTFTMs     float64 `json:"ttft_ms"`
-	PromptTokS float64 `json:"prompt_tok_s"`
-	DecodeTokS float64 `json:"decode_tok_s"`
+	LoadMs float64 `json:"load_ms"`
+	TTFTMs float64 `json:"ttft_ms"`
+	// FirstTokenMs is the time from the command's start (the process's,
+	// within a few milliseconds) to the first token: a cold start's
+	// figure. The actor pipeline only.
+	FirstTokenMs float64 `json:"first_token_ms,omitempty"`
+	PromptTokS   float64 `json:"prompt_tok_s"`
+	DecodeTokS   float64 `json:"decode_tok_s"`
 }
 
 // stopCancelled is the stop reason of a generation cut short by Ctrl-C.
@@ -149,6 +170,7 @@ func (a *app) runCommand() *cobra.Command {
 	f.Float32Var(&fl.minP, "min-p", 0.05, "drop tokens less likely than this times the most likely one, in [0, 1] (0: off)")
 	f.Float32Var(&fl.repeatPenalty, "repeat-penalty", 1, "penalty for repeated tokens (1: off)")
 	f.BoolVar(&fl.asJSON, "json", false, "print one JSON object at the end instead of streaming")
+	f.StringVar(&fl.trace, "trace", "", "write a Chrome trace (Perfetto: ui.perfetto.dev) of the run from the command's start: the device's start, the disk's read-ahead, uploads, layer steps, sampling")
 	fl.pipe.register(f)
 	_ = cmd.MarkFlagRequired("model")
 	_ = cmd.MarkFlagRequired("prompt")
@@ -177,6 +199,8 @@ func (fl *runFlags) validate() (sample.Params, error) {
 		return sample.Params{}, fmt.Errorf("--ctx %d: want >= 0 (0: the model's)", fl.ctx)
 	case fl.seed < -1:
 		return sample.Params{}, fmt.Errorf("--seed %d: want >= 0, or -1 for a random seed", fl.seed)
+	case fl.trace != "" && fl.pipe.eager:
+		return sample.Params{}, fmt.Errorf("--trace: the timeline is of the actor pipeline, not --eager")
 	}
 	if err := checkFile("model", fl.model); err != nil {
 		return sample.Params{}, err
@@ -211,7 +235,7 @@ func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error
 		Int("top_k", params.TopK).Float32("top_p", params.TopP).Float32("min_p", params.MinP).
 		Float32("repeat_penalty", params.RepeatPenalty).Msg("sampling")
 	var res *model.Result
-	var ttft time.Duration
+	var ttft, firstToken time.Duration
 	var err error
 	if fl.pipe.cold {
 		if err := dropFromPageCache(fl.model); err != nil {
@@ -221,7 +245,7 @@ func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error
 	if fl.pipe.eager {
 		res, err = a.runEager(ctx, fl, params, stream)
 	} else {
-		res, ttft, err = a.runPipeline(ctx, fl, params, stream)
+		res, ttft, firstToken, err = a.runPipeline(ctx, fl, params, stream)
 	}
 	cancelled := errors.Is(err, context.Canceled)
 	if err != nil && !(cancelled && res != nil) {
@@ -236,10 +260,11 @@ func (a *app) run(ctx context.Context, fl *runFlags, params sample.Params) error
 			PromptTokens: nonNil(res.PromptTokens), Tokens: nonNil(res.Tokens),
 			Text: res.Text, StopReason: res.StopReason,
 			Timings: runTimings{
-				LoadMs:     float64(res.LoadDuration.Microseconds()) / 1000,
-				TTFTMs:     float64(ttft.Microseconds()) / 1000,
-				PromptTokS: res.PromptTokensPerSecond(),
-				DecodeTokS: res.DecodeTokensPerSecond(),
+				LoadMs:       float64(res.LoadDuration.Microseconds()) / 1000,
+				TTFTMs:       float64(ttft.Microseconds()) / 1000,
+				FirstTokenMs: float64(firstToken.Microseconds()) / 1000,
+				PromptTokS:   res.PromptTokensPerSecond(),
+				DecodeTokS:   res.DecodeTokensPerSecond(),
 			},
 		}
 		if err := json.NewEncoder(a.stdout).Encode(out); err != nil {
@@ -299,27 +324,48 @@ func (a *app) runEager(ctx context.Context, fl *runFlags, params sample.Params, 
 
 // runPipeline opens the model as an actor pipeline (headers only: the
 // weights are uploaded as the prompt reaches each layer) and generates.
-func (a *app) runPipeline(ctx context.Context, fl *runFlags, params sample.Params, stream func(string)) (*model.Result, time.Duration, error) {
+// runPipeline generates through the actor pipeline; it returns the result,
+// the time to first token (from the request) and the time from the
+// command's start to the first token.
+func (a *app) runPipeline(ctx context.Context, fl *runFlags, params sample.Params, stream func(string)) (*model.Result, time.Duration, time.Duration, error) {
 	opts, err := fl.pipe.options(a, fl.ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
+	var rec *trace.Recorder // --trace: its time zero is the process's start, near enough
+	var track *trace.Track
+	if fl.trace != "" {
+		rec = trace.New(trace.Options{})
+		track = rec.Track("startup", "run")
+		opts = append(opts, forgepipe.WithTrace(rec))
+	}
+	at := track.Now()
 	p, err := forgepipe.Open(fl.model, opts...)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
-	defer p.Close()
+	track.Span("open", "startup", at, trace.Args{})
+	closed := false
+	defer func() {
+		if !closed {
+			p.Close()
+		}
+	}()
+	at = track.Now()
 	s, err := p.Generate(ctx, forgepipe.Request{Prompt: fl.prompt, MaxTokens: fl.maxTokens, Sampling: params})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	// The weights are uploaded while the prompt goes through the layers:
 	// show that progress until the first token.
 	stopProgress := a.uploadProgress(p)
+	var firstToken time.Duration
 	for first := true; ; first = false {
 		tok, err := s.Next()
 		if first {
+			firstToken = time.Since(started)
 			stopProgress()
+			track.Span("prompt to first token", "startup", at, trace.Args{})
 		}
 		if err != nil {
 			break
@@ -334,7 +380,19 @@ func (a *app) runPipeline(ctx context.Context, fl *runFlags, params sample.Param
 		Int64("evictions", st.Evictions).Dur("upload_wait", time.Duration(st.WaitNanos)).Msg("uploader")
 	res := &model.Result{PromptTokens: r.PromptTokens, Tokens: r.Tokens, Text: r.Text, StopReason: r.StopReason,
 		LoadDuration: p.PlanDuration(), PromptDuration: r.PromptDuration, DecodeDuration: r.DecodeDuration}
-	return res, r.TTFT, err
+	if rec != nil { // written after Close, when every copy has been timed
+		closed = true
+		if cerr := p.Close(); cerr != nil {
+			return res, r.TTFT, firstToken, errors.Join(err, cerr)
+		}
+		bt, werr := writeTrace(fl.trace, rec)
+		if werr != nil {
+			return res, r.TTFT, firstToken, errors.Join(err, werr)
+		}
+		a.log.Info().Str("file", bt.File).Int("events", bt.Events).Int64("dropped", bt.Dropped).
+			Msg("trace written (open it at https://ui.perfetto.dev)")
+	}
+	return res, r.TTFT, firstToken, err
 }
 
 // uploadProgress reports the uploader's bytes until the returned function is

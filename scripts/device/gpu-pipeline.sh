@@ -15,7 +15,10 @@
 #            prompt processing at 512 tokens on 1B-shaped Q8_0/F16/Q4_0 and an
 #            8B-shaped Q4_K model generated here (gen-model), and the bundled model
 #   cold     process start to first token with the file dropped from the page
-#            cache (run --cold), lazy vs --eager, and the file's cold read time
+#            cache (run --cold), lazy vs --eager vs lazy without the background
+#            read-ahead (--read-ahead off), and the file's cold read time; the
+#            last cold lazy run is traced (run --trace), its start summarised
+#            by scripts/device/startup-summary.py ($COLD_MODES picks the runs)
 #   conc     aggregate decode tok/s at 1, 8, 32, 64 concurrent prompts
 #   trace    bench --trace on the 1B Q8_0 model: the timeline's tracks (uploads
 #            on the copy stream, layer steps on the compute stream)
@@ -25,6 +28,9 @@
 #            none), rounds interleaved: e.g. programmatic dependent launch
 #            on (FORGEPIPE_PDL=1) or with weight prefetch as well
 #            (FORGEPIPE_PREFETCH_WEIGHTS=1) against the default
+#   nsys     Nsight Systems over BenchmarkDecodeDirect with every graph node
+#            traced: real kernel durations and the idle gaps between kernels
+#            per layer (scripts/device/nsys-summary.py; $NSYS_MODELS)
 #   ncu      every kernel of whole decode tokens of BenchmarkDecodeDirect under
 #            Nsight Compute (durations with caches flushed, DRAM bytes), summed
 #            per kernel by scripts/device/ncu-summary.py, against the step time
@@ -65,7 +71,7 @@ bench() { # name model args...
     summ "$OUT/$name.json" "$name" || { echo "$name FAILED"; tail -5 "$OUT/$name.log"; rc=1; }
 }
 
-if has decode || has cold || has conc || has trace || has direct || has ab || has ncu; then
+if has decode || has cold || has conc || has trace || has direct || has ab || has ncu || has nsys; then
   (for t in $TYPES; do gen 1b "$t" >/dev/null; done; [[ -n $BIG ]] && gen "${BIG%-*}" "${BIG#*-}" >/dev/null) &
   gen_pid=$!
 fi
@@ -113,14 +119,17 @@ dt = time.time() - t
 print("%s: cold read %.0f MB in %.3f s = %.2f GB/s" % (os.path.basename(f), n / 1e6, dt, n / dt / 1e9))
 EOF
     tail -1 "$OUT/cold.txt"
-    for mode in lazy eager warm-lazy warm-eager; do
+    for mode in ${COLD_MODES:-lazy lazy-noreadahead eager warm-lazy warm-eager lazy-trace}; do
       args=(--max-tokens 1 --json --backend "${BACKEND:-cuda}" --temperature 0 --prompt "Once upon a time")
       [[ $mode == *eager ]] && args+=(--eager)
+      [[ $mode == *noreadahead ]] && args+=(--read-ahead off)
+      [[ $mode == *trace ]] && args+=(--trace "$OUT/cold-trace-$m.json")
       [[ $mode != warm-* ]] && args+=(--cold)
       s=$(date +%s%N)
       "$PIPE" run --model "$f" "${args[@]}" >"$OUT/cold-$m-$mode.json" 2>"$OUT/cold-$m-$mode.log" || { echo "cold $m $mode FAILED"; tail -3 "$OUT/cold-$m-$mode.log"; rc=1; }
       e=$(date +%s%N)
-      echo "$m $mode: process start to exit after the first token $(( (e - s) / 1000000 )) ms; $(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["timings"]; print("load/plan %.0f ms, ttft %.0f ms" % (t["load_ms"], t["ttft_ms"]))' "$OUT/cold-$m-$mode.json" 2>/dev/null)"
+      echo "$m $mode: process start to exit $(( (e - s) / 1000000 )) ms; $(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["timings"]; print("first token %s ms from the command start; load/plan %.0f ms, ttft %.0f ms" % (t.get("first_token_ms", "-"), t["load_ms"], t["ttft_ms"]))' "$OUT/cold-$m-$mode.json" 2>/dev/null)"
+      [[ $mode == *trace ]] && python3 scripts/device/startup-summary.py "$OUT/cold-trace-$m.json"
     done
   done
 fi
@@ -160,6 +169,20 @@ if has ab; then
   done
 fi
 
+if has nsys; then
+  # Real kernel durations inside the replayed graphs (each node traced) and
+  # the gaps between them: where a decode token's time goes.
+  NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  for m in ${NSYS_MODELS:-1b-q8_0}; do
+    f=/tmp/$m.gguf
+    [[ -n $NSYS && -f $f && -x $DIR/gpustep.test ]] || { echo "nsys $m: skipped (nsys: ${NSYS:-not found})"; continue; }
+    FORGEPIPE_BENCH_MODEL=$f timeout 300 "$NSYS" profile -t cuda --cuda-graph-trace=node -o "$OUT/nsys-$m" -f true \
+      "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 64x >"$OUT/nsys-$m.log" 2>&1 || { echo "nsys $m FAILED"; tail -5 "$OUT/nsys-$m.log"; continue; }
+    "$NSYS" stats -r cuda_gpu_trace -f csv -o "$OUT/nsys-$m" "$OUT/nsys-$m.nsys-rep" >/dev/null 2>&1
+    python3 scripts/device/nsys-summary.py "$OUT/nsys-$m"_cuda_gpu_trace.csv | sed "s/^/$m /"
+    rm -f "$OUT/nsys-$m.nsys-rep" "$OUT/nsys-$m.sqlite"
+  done
+fi
 if has ncu; then
   for m in ${NCU_MODELS:-1b-q8_0 $BIG}; do
     f=/tmp/$m.gguf
