@@ -28,9 +28,6 @@
 #            none), rounds interleaved: e.g. programmatic dependent launch
 #            on (FORGEPIPE_PDL=1) or with weight prefetch as well
 #            (FORGEPIPE_PREFETCH_WEIGHTS=1) against the default
-#   nsys     Nsight Systems over BenchmarkDecodeDirect with every graph node
-#            traced: real kernel durations and the idle gaps between kernels
-#            per layer (scripts/device/nsys-summary.py; $NSYS_MODELS)
 #   ncu      every kernel of whole decode tokens of BenchmarkDecodeDirect under
 #            Nsight Compute (durations with caches flushed, DRAM bytes), summed
 #            per kernel by scripts/device/ncu-summary.py, against the step time
@@ -71,7 +68,7 @@ bench() { # name model args...
     summ "$OUT/$name.json" "$name" || { echo "$name FAILED"; tail -5 "$OUT/$name.log"; rc=1; }
 }
 
-if has decode || has cold || has conc || has trace || has direct || has ab || has ncu || has nsys; then
+if has decode || has cold || has conc || has trace || has direct || has ab || has ncu; then
   (for t in $TYPES; do gen 1b "$t" >/dev/null; done; [[ -n $BIG ]] && gen "${BIG%-*}" "${BIG#*-}" >/dev/null) &
   gen_pid=$!
 fi
@@ -169,20 +166,6 @@ if has ab; then
   done
 fi
 
-if has nsys; then
-  # Real kernel durations inside the replayed graphs (each node traced) and
-  # the gaps between them: where a decode token's time goes.
-  NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-  for m in ${NSYS_MODELS:-1b-q8_0}; do
-    f=/tmp/$m.gguf
-    [[ -n $NSYS && -f $f && -x $DIR/gpustep.test ]] || { echo "nsys $m: skipped (nsys: ${NSYS:-not found})"; continue; }
-    FORGEPIPE_BENCH_MODEL=$f timeout 300 "$NSYS" profile -t cuda --cuda-graph-trace=node -o "$OUT/nsys-$m" -f true \
-      "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 64x >"$OUT/nsys-$m.log" 2>&1 || { echo "nsys $m FAILED"; tail -5 "$OUT/nsys-$m.log"; continue; }
-    "$NSYS" stats -r cuda_gpu_trace -f csv -o "$OUT/nsys-$m" "$OUT/nsys-$m.nsys-rep" >/dev/null 2>&1
-    python3 scripts/device/nsys-summary.py "$OUT/nsys-$m"_cuda_gpu_trace.csv | sed "s/^/$m /"
-    rm -f "$OUT/nsys-$m.nsys-rep" "$OUT/nsys-$m.sqlite"
-  done
-fi
 if has ncu; then
   for m in ${NCU_MODELS:-1b-q8_0 $BIG}; do
     f=/tmp/$m.gguf
