@@ -50,6 +50,7 @@ func opsEmulations() map[string]hip.HostKernel {
 	}
 	for d, name := range rowsRopeKernels {
 		m[name] = emulateAttnRowsRope(d)
+		m[rowsRope1Kernels[d]] = emulateAttnRowsRope(d)
 	}
 	for d, v := range rowsPrefillKernels {
 		m[v.name] = emulateAttnRowsPrefill(d)

@@ -61,6 +61,11 @@ func (k *Kernels) RopeKVStore(s hip.Stream, r *kernels.Rope, freqFactors, q, kSr
 		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi))
 }
 
+// ropeOneHeadRows is the most rows for which AttentionRowsRope gives each
+// query head blocks of its own (FORGEPIPE_ATTN_ONE_HEAD_ROWS overrides it,
+// for timing: 0 turns it off).
+var ropeOneHeadRows = envInt("FORGEPIPE_ATTN_ONE_HEAD_ROWS", 1)
+
 // AttentionRowsRope is RopeKVStore then AttentionRows (AttentionRowsQ8 when
 // xq is not 0) in one split launch plus the combine, one launch fewer: the
 // same out, xq and KV caches, bit for bit, except that q is left
@@ -91,7 +96,13 @@ func (k *Kernels) AttentionRowsRope(s hip.Stream, r *kernels.Rope, freqFactors, 
 			return err
 		}
 	}
-	sp, err := rowsSplit(call, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, nSplit)
+	// One row: a block per query head (attn_rows_rope1), else per four
+	// heads of a KV head, as AttentionRows.
+	gb, kernel := rowsHeadsPerBlock, rowsRopeKernels
+	if n <= ropeOneHeadRows {
+		gb, kernel = 1, rowsRope1Kernels
+	}
+	sp, err := rowsSplit(call, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, nSplit, gb)
 	if err != nil {
 		return err
 	}
@@ -101,10 +112,10 @@ func (k *Kernels) AttentionRowsRope(s hip.Stream, r *kernels.Rope, freqFactors, 
 	if r.Mode == kernels.RopeNeoX {
 		neox = 1
 	}
-	err = k.launch(s, k.fn(rowsRopeKernels[sp.d]), sp.grid, hip.Dim1(128), 0,
+	err = k.launch(s, k.fn(kernel[sp.d]), sp.grid, hip.Dim1(128), 0,
 		hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
-		hip.Int32(rowsMinSplit), hip.Int32(int32(sp.words)), hip.Ptr(kSrc), hip.Ptr(vSrc),
+		hip.Int32(int32(rowsMinSplit)), hip.Int32(int32(sp.words)), hip.Ptr(kSrc), hip.Ptr(vSrc),
 		hip.Int32(int32(dims)), hip.Int32(neox), hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),
 		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi))
 	if err != nil {

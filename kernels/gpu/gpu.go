@@ -780,7 +780,8 @@ func (k *Kernels) AttentionPrefill(s hip.Stream, out, q, kc, vc, scratch hip.Dev
 // rowsMinSplit is the shortest context piece AttentionRows cuts: shorter
 // contexts use fewer pieces, the rest of them empty. (Decode of a 1B and an
 // 8B model at context 512–640 ran within ±3 % with 8, 16, 32 or 64.)
-const rowsMinSplit = 64
+// FORGEPIPE_ATTN_MIN_SPLIT overrides it, for timing.
+var rowsMinSplit = max(1, envInt("FORGEPIPE_ATTN_MIN_SPLIT", 64))
 
 // rowsMaxSplit is the most pieces AttentionRows takes (its merge's shared
 // memory).
@@ -806,6 +807,7 @@ type prefillKernel struct {
 var (
 	rowsSplitKernels   = map[int]string{64: "attn_rows_split_f32_d64", 128: "attn_rows_split_f32_d128", 256: "attn_rows_split_f32_d256"}
 	rowsRopeKernels    = map[int]string{64: "attn_rows_rope_f32_d64", 128: "attn_rows_rope_f32_d128", 256: "attn_rows_rope_f32_d256"}
+	rowsRope1Kernels   = map[int]string{64: "attn_rows_rope1_f32_d64", 128: "attn_rows_rope1_f32_d128", 256: "attn_rows_rope1_f32_d256"}
 	rowsPrefillKernels = map[int]prefillKernel{
 		64:  {"attn_rows_prefill_f32_d64", 64, 256},
 		128: {"attn_rows_prefill_f32_d128", 32, 256},
@@ -817,7 +819,7 @@ var (
 func rowsKernelNames() []string {
 	names := []string{"kv_store_f32", "attn_rows_combine_f32"}
 	for _, d := range []int{64, 128, 256} {
-		names = append(names, rowsSplitKernels[d], rowsRopeKernels[d], rowsPrefillKernels[d].name)
+		names = append(names, rowsSplitKernels[d], rowsRopeKernels[d], rowsRope1Kernels[d], rowsPrefillKernels[d].name)
 	}
 	return names
 }
@@ -959,7 +961,7 @@ func checkRowsQ8(call string, xq hip.DevicePtr, n, nHead, headDim int) error {
 // take combine; the merged path is kept, tested and benchmarked.
 func (k *Kernels) attentionRows(call string, s hip.Stream, out, xq, q, meta, scratch hip.DevicePtr,
 	n, layer, nHead, nKVHead, headDim int, scale float32, nSplit int, combine bool) error {
-	sp, err := rowsSplit(call, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, nSplit)
+	sp, err := rowsSplit(call, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, nSplit, rowsHeadsPerBlock)
 	if err != nil {
 		return err
 	}
@@ -970,7 +972,7 @@ func (k *Kernels) attentionRows(call string, s hip.Stream, out, xq, q, meta, scr
 	err = k.launch(s, k.fn(rowsSplitKernels[sp.d]), sp.grid,
 		hip.Dim1(128), 0, hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
-		hip.Int32(rowsMinSplit), hip.Int32(int32(sp.words)), hip.Ptr(mergeOut), hip.Ptr(mergeXQ))
+		hip.Int32(int32(rowsMinSplit)), hip.Int32(int32(sp.words)), hip.Ptr(mergeOut), hip.Ptr(mergeXQ))
 	if err != nil || !combine {
 		return err
 	}
@@ -989,7 +991,7 @@ type rowsSplitShape struct {
 // rowsSplit checks the arguments of AttentionRows' split launch and
 // returns its shape: nSplit pieces, or fewer when the n rows fill the GPU
 // without them (AttentionRows).
-func rowsSplit(call string, out, q, meta, scratch hip.DevicePtr, n, layer, nHead, nKVHead, headDim, nSplit int) (rowsSplitShape, error) {
+func rowsSplit(call string, out, q, meta, scratch hip.DevicePtr, n, layer, nHead, nKVHead, headDim, nSplit, headsPerBlock int) (rowsSplitShape, error) {
 	d, err := rowsShape(call, out, q, meta, n, layer, nHead, nKVHead, headDim)
 	if err != nil {
 		return rowsSplitShape{}, err
@@ -1005,7 +1007,7 @@ func rowsSplit(call string, out, q, meta, scratch hip.DevicePtr, n, layer, nHead
 		return rowsSplitShape{}, badArg(call, "scratch at %v (4-byte aligned) of %d words per row", scratch, words)
 	}
 	group := nHead / nKVHead
-	y := nKVHead * ((group + rowsHeadsPerBlock - 1) / rowsHeadsPerBlock)
+	y := nKVHead * ((group + headsPerBlock - 1) / headsPerBlock)
 	nSplit = min(nSplit, (rowsTargetBlocks+n*y-1)/(n*y)) // never more than words has room for
 	return rowsSplitShape{d: d, grid: hip.Dim3{X: uint32(nSplit), Y: uint32(y), Z: uint32(n)}, words: words}, nil
 }

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"os"
+	"strconv"
 
 	"github.com/forgepipe/forgepipe/hip"
 )
@@ -29,3 +30,12 @@ func (k *Kernels) launch(s hip.Stream, f hip.Function, grid, block hip.Dim3, sha
 // dependentFromEnv reports whether launches are dependent: only with
 // FORGEPIPE_PDL=1 (for A/B timing).
 func dependentFromEnv() bool { return os.Getenv("FORGEPIPE_PDL") == "1" }
+
+// envInt is the integer in environment variable name, or def when it is
+// unset or not an integer (A/B switches for timing).
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}

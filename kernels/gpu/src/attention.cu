@@ -155,16 +155,23 @@ FP_KERNEL void kv_store_f32(const i32* __restrict__ meta, const float* __restric
 }
 
 FP_DEVICE float4 f4_zero() { return make_float4(0.f, 0.f, 0.f, 0.f); }
-FP_DEVICE float f4_dot(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
-// f4_fma returns a*s + b*t, component-wise.
+// The batched attention's sums are written out as explicit fused or
+// separately rounded operations, never left for the compiler to contract:
+// x*a + y*b may become fma(x, a, y*b) or fma(y, b, x*a), and the choice
+// changed between instantiations of one template (attn_rows_rope1 against
+// attn_rows_rope, TestAttentionRowsRope on an H100), so that the kernels
+// that must agree bit for bit did not.
+FP_DEVICE float f4_dot(float4 a, float4 b) { return fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, __fmul_rn(a.x, b.x)))); }
+// f4_fma returns a*s + b*t, component-wise, as fma(b, t, a*s).
 FP_DEVICE float4 f4_fma(float4 a, float s, float4 b, float t) {
-	return make_float4(a.x * s + b.x * t, a.y * s + b.y * t, a.z * s + b.z * t, a.w * s + b.w * t);
+	return make_float4(fmaf(b.x, t, __fmul_rn(a.x, s)), fmaf(b.y, t, __fmul_rn(a.y, s)), fmaf(b.z, t, __fmul_rn(a.z, s)),
+	                   fmaf(b.w, t, __fmul_rn(a.w, s)));
 }
 FP_DEVICE float4 f4_shfl_xor(float4 a, int m) {
 	return make_float4(shfl_xor(a.x, m), shfl_xor(a.y, m), shfl_xor(a.z, m), shfl_xor(a.w, m));
 }
 // exp_from is e^(x-m), 0 when x is -inf (also when m is).
-FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(x - m); }
+FP_DEVICE float exp_from(float x, float m) { return x == -fp_inf() ? 0.f : expf(__fsub_rn(x, m)); }
 
 // RowsRope is what attn_rows_rope adds to attn_rows_piece: rope_kv_store's
 // new keys and values k and v (n×nKVHead×headDim) and its rotation
@@ -197,9 +204,9 @@ FP_DEVICE float rope_at(const float* x, int d, int half, int neox, const float* 
 // the one rowStride was sized for), so launches of any n share one scratch
 // and never overwrite each other's counters.
 //
-// attn_rows_piece: grid (nSplit, nKVHead * ceil(group/ROWS_GB), n),
+// attn_rows_piece: grid (nSplit, nKVHead * ceil(group/GB), n),
 // ROWS_THREADS threads; D is the head size rounded up to 64, 128 or 256.
-// Block (s, y, r) takes row r, up to ROWS_GB query heads of one KV head (the
+// Block (s, y, r) takes row r, up to GB query heads of one KV head (the
 // group's heads share every K and V load), and piece s of the row's context:
 // positions [s*len, (s+1)*len) of 0..pos, len = max(minSplit,
 // ceil((pos+1)/nSplit)), so pieces past the context are empty. LP lanes hold
@@ -221,7 +228,7 @@ FP_DEVICE float rope_at(const float* x, int d, int half, int neox, const float* 
 // give a stale line of it. The rotation's float operations are
 // rope_kv_store's (rope_cs, rope_at), and the attention's are those of the
 // plain piece on the stored rows: the same bits.
-template <int D, bool ROPE>
+template <int D, bool ROPE, int GB = ROWS_GB>
 FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
                                int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,
                                int rowStride, const RowsRope& rope) {
@@ -232,9 +239,9 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 		U = 4 / VPL,                                // steps per iteration
 	};
 	const int s = blockIdx.x, r = blockIdx.z, nSplit = gridDim.x;
-	const int group = nHead / nKVHead, chunks = (group + ROWS_GB - 1) / ROWS_GB;
-	const int kvh = blockIdx.y / chunks, g0 = (blockIdx.y % chunks) * ROWS_GB;
-	const int h0 = kvh * group + g0, gn = min(ROWS_GB, group - g0);
+	const int group = nHead / nKVHead, chunks = (group + GB - 1) / GB;
+	const int kvh = blockIdx.y / chunks, g0 = (blockIdx.y % chunks) * GB;
+	const int h0 = kvh * group + g0, gn = min(GB, group - g0);
 	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 	const int sg = lane / LP, j = lane % LP;
 	const int kvDim = nKVHead * headDim;
@@ -255,10 +262,10 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 
 	// ROPE: the block's rotated query heads, then the row's rotated key and
 	// its value at pos (when the piece holds pos).
-	enum { RH = ROPE ? ROWS_GB + 2 : 1, RD = ROPE ? D / 4 : 1, RK = ROPE ? ROWS_GB : 0, RV = ROPE ? ROWS_GB + 1 : 0 };
+	enum { RH = ROPE ? GB + 2 : 1, RD = ROPE ? D / 4 : 1, RK = ROPE ? GB : 0, RV = ROPE ? GB + 1 : 0 };
 	__shared__ float4 srot[RH][RD];
 	if (ROPE) {
-		enum { E = ROPE ? RH * RD * 4 / ROWS_THREADS : 1 }; // values per thread, at most
+		enum { E = ROPE ? (RH * RD * 4 + ROWS_THREADS - 1) / ROWS_THREADS : 1 }; // values per thread, at most
 		__shared__ float sraw[RH][RD * 4], scs[RD * 4]; // the values as loaded; each pair's cosine and sine
 		const int half = rope.dims / 2;
 		const bool holds = p1 == ctx, writes = holds && blockIdx.y % chunks == 0;
@@ -292,10 +299,10 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 		__syncthreads();
 	}
 
-	float4 qv[ROWS_GB][VPL], acc[ROWS_GB][VPL];
-	float m[ROWS_GB], l[ROWS_GB];
+	float4 qv[GB][VPL], acc[GB][VPL];
+	float m[GB], l[GB];
 #pragma unroll
-	for (int g = 0; g < ROWS_GB; g++) {
+	for (int g = 0; g < GB; g++) {
 		m[g] = -fp_inf(), l[g] = 0.f;
 #pragma unroll
 		for (int i = 0; i < VPL; i++) {
@@ -322,28 +329,28 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 			}
 		}
 #pragma unroll
-		for (int g = 0; g < ROWS_GB; g++) {
+		for (int g = 0; g < GB; g++) {
 			if (g >= gn) continue; // uniform over the block
 			float sc[U], mx = -fp_inf();
 #pragma unroll
 			for (int u = 0; u < U; u++) {
 				float dot = 0.f;
 #pragma unroll
-				for (int i = 0; i < VPL; i++) dot += f4_dot(qv[g][i], kr[u][i]);
+				for (int i = 0; i < VPL; i++) dot = __fadd_rn(dot, f4_dot(qv[g][i], kr[u][i]));
 #pragma unroll
-				for (int o = LP / 2; o > 0; o >>= 1) dot += shfl_xor(dot, o);
-				sc[u] = it + u * PW + sg < p1 ? dot * scale : -fp_inf();
+				for (int o = LP / 2; o > 0; o >>= 1) dot = __fadd_rn(dot, shfl_xor(dot, o));
+				sc[u] = it + u * PW + sg < p1 ? __fmul_rn(dot, scale) : -fp_inf();
 				mx = fmaxf(mx, sc[u]);
 			}
 			const float mNew = fmaxf(m[g], mx); // -inf while nothing is seen: corr = e = 0
 			const float corr = exp_from(m[g], mNew);
-			l[g] *= corr;
+			l[g] = __fmul_rn(l[g], corr);
 #pragma unroll
 			for (int i = 0; i < VPL; i++) acc[g][i] = f4_fma(acc[g][i], corr, f4_zero(), 0.f);
 #pragma unroll
 			for (int u = 0; u < U; u++) {
 				const float e = exp_from(sc[u], mNew);
-				l[g] += e;
+				l[g] = __fadd_rn(l[g], e);
 #pragma unroll
 				for (int i = 0; i < VPL; i++) acc[g][i] = f4_fma(acc[g][i], 1.f, vr[u][i], e);
 			}
@@ -355,21 +362,21 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 #pragma unroll
 	for (int o = LP; o < WARP_SIZE; o <<= 1) {
 #pragma unroll
-		for (int g = 0; g < ROWS_GB; g++) {
+		for (int g = 0; g < GB; g++) {
 			const float m2 = shfl_xor(m[g], o), l2 = shfl_xor(l[g], o);
 			const float M = fmaxf(m[g], m2);
 			const float a = M == -fp_inf() ? 0.f : exp_from(m[g], M), b = M == -fp_inf() ? 0.f : exp_from(m2, M);
-			l[g] = l[g] * a + l2 * b;
+			l[g] = fmaf(l2, b, __fmul_rn(l[g], a));
 #pragma unroll
 			for (int i = 0; i < VPL; i++) acc[g][i] = f4_fma(acc[g][i], a, f4_shfl_xor(acc[g][i], o), b);
 			m[g] = M;
 		}
 	}
-	__shared__ float sm[ROWS_WARPS][ROWS_GB], sl[ROWS_WARPS][ROWS_GB];
-	__shared__ float4 sacc[ROWS_WARPS][ROWS_GB][D / 4];
+	__shared__ float sm[ROWS_WARPS][GB], sl[ROWS_WARPS][GB];
+	__shared__ float4 sacc[ROWS_WARPS][GB][D / 4];
 	if (sg == 0) {
 #pragma unroll
-		for (int g = 0; g < ROWS_GB; g++) {
+		for (int g = 0; g < GB; g++) {
 			if (j == 0) sm[warp][g] = m[g], sl[warp][g] = l[g];
 #pragma unroll
 			for (int i = 0; i < VPL; i++) sacc[warp][g][i * LP + j] = acc[g][i];
@@ -383,8 +390,8 @@ FP_DEVICE void attn_rows_piece(float* __restrict__ part, const float* __restrict
 		float L = 0.f, a = 0.f;
 		for (int w = 0; w < ROWS_WARPS; w++) {
 			const float e = exp_from(sm[w][g], M);
-			L += e * sl[w][g];
-			a += e * ((const float*)sacc[w][g])[d];
+			L = fmaf(e, sl[w][g], L);
+			a = fmaf(e, ((const float*)sacc[w][g])[d], a);
 		}
 		float* o = pp + g * hstride;
 		if (d == 0) o[0] = M, o[1] = L;
@@ -460,7 +467,7 @@ FP_DEVICE void attn_rows_merge(float* __restrict__ out, i8* __restrict__ xq, con
 			const int s = threadIdx.x + i * ROWS_THREADS;
 			const float e = M == -fp_inf() ? 0.f : exp_from(ms[g][i], M);
 			if (s < nSplit) w[g][s] = e;
-			ls += e != 0.f ? e * lv[g][i] : 0.f;
+			ls = e != 0.f ? fmaf(e, lv[g][i], ls) : ls;
 		}
 		ls = warp_sum(ls);
 		if (lane == 0) red[1][g][warp] = ls;
@@ -477,9 +484,9 @@ FP_DEVICE void attn_rows_merge(float* __restrict__ out, i8* __restrict__ xq, con
 		for (int s = 0; s < nSplit; s++) {
 			const float ws = w[g][s]; // 0 for an empty piece: its stale acc is neither loaded nor multiplied
 			const float v = ws != 0.f ? ld_l2(pp + s * stride) : 0.f;
-			a += ws != 0.f ? ws * v : 0.f;
+			a = ws != 0.f ? fmaf(ws, v, a) : a;
 		}
-		const float y = a * inv;
+		const float y = __fmul_rn(a, inv);
 		const long long o = ((long long)r * nHead + h0 + g) * headDim + d;
 		out[o] = y;
 		if (xq) q8_group(xq, n * nHead * headDim, (int)o, y); // within int: see the launcher
@@ -565,6 +572,30 @@ FP_ATTN_ROWS_SPLIT(256)
 FP_ATTN_ROWS_ROPE(64)
 FP_ATTN_ROWS_ROPE(128)
 FP_ATTN_ROWS_ROPE(256)
+
+// attn_rows_rope1: attn_rows_rope with one query head per block (GB = 1),
+// group times the blocks: for one row, whose few blocks otherwise each
+// work through every head of their KV head one after another (ncu, H100,
+// 1B shape: 4 warps a busy SM, ~6 cycles per issued instruction). The
+// blocks of one KV head each load its K and V (from the L2 after the
+// first). Each head's sums are made in the same order: the same bits.
+#define FP_ATTN_ROWS_ROPE1(D)                                                                                  \
+	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
+	    attn_rows_rope1_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                        \
+	                             const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,       \
+	                             int headDim, float scale, int minSplit, int rowStride,                        \
+	                             const float* __restrict__ k, const float* __restrict__ v, int dims, int neox, \
+	                             float thetaScale, float freqScale, const float* __restrict__ freqFactors,     \
+	                             float extFactor, float mscale, float corrLo, float corrHi) {                  \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
+		const RowsRope rope = {k, v, freqFactors, dims, neox, thetaScale, freqScale, extFactor, mscale,    \
+		                       corrLo, corrHi};                                                            \
+		attn_rows_piece<D, true, 1>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit,     \
+		                            rowStride, rope);                                                      \
+	}
+FP_ATTN_ROWS_ROPE1(64)
+FP_ATTN_ROWS_ROPE1(128)
+FP_ATTN_ROWS_ROPE1(256)
 
 // attn_rows_combine: grid (nHead, n), the merge of attn_rows_split as a
 // kernel of its own (attn_rows_merge of one head per block), for partials
