@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/forgepipe/forgepipe/hip"
 	"github.com/forgepipe/forgepipe/kernels"
@@ -51,6 +52,7 @@ func opsEmulations() map[string]hip.HostKernel {
 	for d, name := range rowsRopeKernels {
 		m[name] = emulateAttnRowsRope(d)
 		m[rowsRope1Kernels[d]] = emulateAttnRowsRope(d)
+		m[rowsRope1MKernels[d]] = emulateAttnRowsRope(d)
 	}
 	for d, v := range rowsPrefillKernels {
 		m[v.name] = emulateAttnRowsPrefill(d)
@@ -820,13 +822,8 @@ func emulateAttnRowsSplit(maxDim int) hip.HostKernel {
 			return err
 		}
 		if out != 0 {
-			for r := range rows {
-				for y := range cols {
-					if c := sc.counter(r, y); c != 0 {
-						return fmt.Errorf("%s: %w: arrival counter %d of row %d is %d, not 0 (scratch not zeroed before its first use?)",
-							l.Kernel, hip.ErrInvalidValue, y, r, c)
-					}
-				}
+			if err := sc.countersZero(l, rows, cols); err != nil {
+				return err
 			}
 		}
 		if err := a.pieces(l, sc, rows, minSplit); err != nil || out == 0 {
@@ -834,6 +831,22 @@ func emulateAttnRowsSplit(maxDim int) hip.HostKernel {
 		}
 		return sc.merge(l, out, l.Arg(12).Ptr(), rows, a.nHead)
 	}
+}
+
+// countersZero fails the launch unless the arrival counters of the first
+// cols block columns of the first rows rows are zero, as a merging launch
+// needs them (the scratch zeroed before its first use; each merging
+// launch leaves them so).
+func (sc rowsScratch) countersZero(l *hip.HostLaunch, rows, cols int) error {
+	for r := range rows {
+		for y := range cols {
+			if c := sc.counter(r, y); c != 0 {
+				return fmt.Errorf("%s: %w: arrival counter %d of row %d is %d, not 0 (scratch not zeroed before its first use?)",
+					l.Kernel, hip.ErrInvalidValue, y, r, c)
+			}
+		}
+	}
+	return nil
 }
 
 // pieces writes attn_rows_split's partials of every head of the first rows
@@ -870,7 +883,9 @@ func (a *rowsAttnArgs) pieces(l *hip.HostLaunch, sc rowsScratch, rows, minSplit 
 // emulateAttnRowsRope returns attn_rows_rope_f32_d<maxDim>(part, q, meta,
 // n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride, k, v,
 // dims, neox, thetaScale, freqScale, freqFactors, extFactor, mscale,
-// corrLo, corrHi), grid (nSplit, ·, rows): rope_kv_store's key and value
+// corrLo, corrHi), and of its one-head variants (attn_rows_rope1_…, the
+// same; attn_rows_rope1m_…, with out and xq after corrHi: the pieces then
+// merged as attn_rows_split's), grid (nSplit, ·, rows): rope_kv_store's key and value
 // heads of each live row into its cache (ropeArgs.storeKV), then
 // attn_rows_split's pieces, with no merge, of the live rows' query heads
 // rotated at their positions: into a copy, as the kernel rotates them on
@@ -913,7 +928,16 @@ func emulateAttnRowsRope(maxDim int) hip.HostKernel {
 				return err
 			}
 		}
-		return a.pieces(l, sc, rows, int(l.Arg(9).Int32()))
+		merged := strings.HasPrefix(l.Kernel, "attn_rows_rope1m_")
+		if merged {
+			if err := sc.countersZero(l, rows, cols); err != nil {
+				return err
+			}
+		}
+		if err := a.pieces(l, sc, rows, int(l.Arg(9).Int32())); err != nil || !merged {
+			return err
+		}
+		return sc.merge(l, l.Arg(22).Ptr(), l.Arg(23).Ptr(), rows, a.nHead)
 	}
 }
 

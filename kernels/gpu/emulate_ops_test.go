@@ -28,6 +28,7 @@ var emulatedOps = []string{
 	"add_rmsnorm_q8", "swiglu_q8", "rope_kv_store", "topk_slice_f32", "topk_merge_f32",
 	"attn_rows_rope_f32_d64", "attn_rows_rope_f32_d128", "attn_rows_rope_f32_d256",
 	"attn_rows_rope1_f32_d64", "attn_rows_rope1_f32_d128", "attn_rows_rope1_f32_d256",
+	"attn_rows_rope1m_f32_d64", "attn_rows_rope1m_f32_d128", "attn_rows_rope1m_f32_d256",
 }
 
 // matrixPrefixes start the names of the kernels emulate_matvec.go emulates.

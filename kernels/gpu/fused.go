@@ -66,6 +66,11 @@ func (k *Kernels) RopeKVStore(s hip.Stream, r *kernels.Rope, freqFactors, q, kSr
 // for timing: 0 turns it off).
 var ropeOneHeadRows = envInt("FORGEPIPE_ATTN_ONE_HEAD_ROWS", 1)
 
+// ropeMerge is whether those rows' heads are merged by their last block
+// rather than by a combine launch (FORGEPIPE_ATTN_MERGE=0 turns it off,
+// for timing).
+var ropeMerge = envInt("FORGEPIPE_ATTN_MERGE", 1) != 0
+
 // AttentionRowsRope is RopeKVStore then AttentionRows (AttentionRowsQ8 when
 // xq is not 0) in one split launch plus the combine, one launch fewer: the
 // same out, xq and KV caches, bit for bit, except that q is left
@@ -96,11 +101,16 @@ func (k *Kernels) AttentionRowsRope(s hip.Stream, r *kernels.Rope, freqFactors, 
 			return err
 		}
 	}
-	// One row: a block per query head (attn_rows_rope1), else per four
-	// heads of a KV head, as AttentionRows.
-	gb, kernel := rowsHeadsPerBlock, rowsRopeKernels
+	// One row: a block per query head (attn_rows_rope1), whose last block
+	// to finish merges the head (attn_rows_rope1m, no combine launch);
+	// else blocks of four heads of a KV head and the combine, as
+	// AttentionRows.
+	gb, kernel, merged := rowsHeadsPerBlock, rowsRopeKernels, false
 	if n <= ropeOneHeadRows {
-		gb, kernel = 1, rowsRope1Kernels
+		gb, kernel, merged = 1, rowsRope1Kernels, ropeMerge
+		if merged {
+			kernel = rowsRope1MKernels
+		}
 	}
 	sp, err := rowsSplit(call, out, q, meta, scratch, n, layer, nHead, nKVHead, headDim, nSplit, gb)
 	if err != nil {
@@ -112,13 +122,16 @@ func (k *Kernels) AttentionRowsRope(s hip.Stream, r *kernels.Rope, freqFactors, 
 	if r.Mode == kernels.RopeNeoX {
 		neox = 1
 	}
-	err = k.launch(s, k.fn(kernel[sp.d]), sp.grid, hip.Dim1(128), 0,
-		hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
+	args := []hip.Arg{hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
 		hip.Int32(int32(rowsMinSplit)), hip.Int32(int32(sp.words)), hip.Ptr(kSrc), hip.Ptr(vSrc),
 		hip.Int32(int32(dims)), hip.Int32(neox), hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),
-		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi))
-	if err != nil {
+		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi)}
+	if merged {
+		args = append(args, hip.Ptr(out), hip.Ptr(xq))
+	}
+	err = k.launch(s, k.fn(kernel[sp.d]), sp.grid, hip.Dim1(128), 0, args...)
+	if err != nil || merged {
 		return err
 	}
 	return k.rowsCombine(s, sp, out, xq, scratch, n, nHead, headDim)

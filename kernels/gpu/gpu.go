@@ -808,6 +808,7 @@ var (
 	rowsSplitKernels   = map[int]string{64: "attn_rows_split_f32_d64", 128: "attn_rows_split_f32_d128", 256: "attn_rows_split_f32_d256"}
 	rowsRopeKernels    = map[int]string{64: "attn_rows_rope_f32_d64", 128: "attn_rows_rope_f32_d128", 256: "attn_rows_rope_f32_d256"}
 	rowsRope1Kernels   = map[int]string{64: "attn_rows_rope1_f32_d64", 128: "attn_rows_rope1_f32_d128", 256: "attn_rows_rope1_f32_d256"}
+	rowsRope1MKernels  = map[int]string{64: "attn_rows_rope1m_f32_d64", 128: "attn_rows_rope1m_f32_d128", 256: "attn_rows_rope1m_f32_d256"}
 	rowsPrefillKernels = map[int]prefillKernel{
 		64:  {"attn_rows_prefill_f32_d64", 64, 256},
 		128: {"attn_rows_prefill_f32_d128", 32, 256},
@@ -819,7 +820,7 @@ var (
 func rowsKernelNames() []string {
 	names := []string{"kv_store_f32", "attn_rows_combine_f32"}
 	for _, d := range []int{64, 128, 256} {
-		names = append(names, rowsSplitKernels[d], rowsRopeKernels[d], rowsRope1Kernels[d], rowsPrefillKernels[d].name)
+		names = append(names, rowsSplitKernels[d], rowsRopeKernels[d], rowsRope1Kernels[d], rowsRope1MKernels[d], rowsPrefillKernels[d].name)
 	}
 	return names
 }

@@ -493,7 +493,8 @@ FP_DEVICE void attn_rows_merge(float* __restrict__ out, i8* __restrict__ xq, con
 	}
 }
 
-// attn_rows_split: attn_rows_piece, then, when out is not null, the merge:
+// attn_rows_split: attn_rows_piece, then, when out is not null, the merge
+// (attn_rows_arrive, for blocks of GB heads):
 // the block that completes a (row, column y) (its last piece) merges the
 // pieces of the column's heads (attn_rows_merge) into out and xq. Each
 // block, empty or not (padding rows too), publishes its partials (block
@@ -503,17 +504,13 @@ FP_DEVICE void attn_rows_merge(float* __restrict__ out, i8* __restrict__ xq, con
 // orders after this one's end, also in a replayed graph), fences (acquire)
 // and reads the other blocks' partials from the L2. With out null the
 // partials are left to attn_rows_combine_f32 and the counters untouched.
-template <int D>
-FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
-                               int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,
-                               int rowStride, float* __restrict__ out, i8* __restrict__ xq) {
-	attn_rows_piece<D, false>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride,
-	                          RowsRope());
-	if (!out) return;
+template <int GB>
+FP_DEVICE void attn_rows_arrive(float* __restrict__ part, int n, int nHead, int nKVHead, int headDim, int rowStride,
+                                float* __restrict__ out, i8* __restrict__ xq) {
 	const int r = blockIdx.z, nSplit = gridDim.x;
-	const int group = nHead / nKVHead, chunks = (group + ROWS_GB - 1) / ROWS_GB;
-	const int y = blockIdx.y, g0 = y % chunks * ROWS_GB; // the heads of attn_rows_piece
-	const int h0 = y / chunks * group + g0, gn = min(ROWS_GB, group - g0);
+	const int group = nHead / nKVHead, chunks = (group + GB - 1) / GB;
+	const int y = blockIdx.y, g0 = y % chunks * GB; // the heads of attn_rows_piece
+	const int h0 = y / chunks * group + g0, gn = min(GB, group - g0);
 	float* rp = part + (long long)r * rowStride;
 	u32* count = (u32*)rp + y;
 	__shared__ int last;
@@ -534,6 +531,15 @@ FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict
 	__syncthreads();
 	if (!last) return;
 	attn_rows_merge(out, xq, rp + nHead, n, r, nHead, h0, gn, headDim, nSplit);
+}
+
+template <int D>
+FP_DEVICE void attn_rows_split(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,
+                               int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,
+                               int rowStride, float* __restrict__ out, i8* __restrict__ xq) {
+	attn_rows_piece<D, false>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride,
+	                          RowsRope());
+	if (out) attn_rows_arrive<ROWS_GB>(part, n, nHead, nKVHead, headDim, rowStride, out, xq);
 }
 
 #define FP_ATTN_ROWS_SPLIT(D)                                                                                  \
@@ -596,6 +602,31 @@ FP_ATTN_ROWS_ROPE(256)
 FP_ATTN_ROWS_ROPE1(64)
 FP_ATTN_ROWS_ROPE1(128)
 FP_ATTN_ROWS_ROPE1(256)
+
+// attn_rows_rope1m: attn_rows_rope1 followed by attn_rows_split's merge
+// (attn_rows_arrive): the block that completes a query head merges its
+// pieces into out and xq, one head per block as attn_rows_combine_f32 has,
+// so that one-row steps need no combine launch. The arrival counters must
+// be zero before the first launch, as for attn_rows_split.
+#define FP_ATTN_ROWS_ROPE1M(D)                                                                                 \
+	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
+	    attn_rows_rope1m_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                       \
+	                              const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,      \
+	                              int headDim, float scale, int minSplit, int rowStride,                       \
+	                              const float* __restrict__ k, const float* __restrict__ v, int dims,          \
+	                              int neox, float thetaScale, float freqScale,                                 \
+	                              const float* __restrict__ freqFactors, float extFactor, float mscale,        \
+	                              float corrLo, float corrHi, float* __restrict__ out, i8* __restrict__ xq) {  \
+		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
+		const RowsRope rope = {k, v, freqFactors, dims, neox, thetaScale, freqScale, extFactor, mscale,    \
+		                       corrLo, corrHi};                                                            \
+		attn_rows_piece<D, true, 1>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit,     \
+		                            rowStride, rope);                                                      \
+		attn_rows_arrive<1>(part, n, nHead, nKVHead, headDim, rowStride, out, xq);                         \
+	}
+FP_ATTN_ROWS_ROPE1M(64)
+FP_ATTN_ROWS_ROPE1M(128)
+FP_ATTN_ROWS_ROPE1M(256)
 
 // attn_rows_combine: grid (nHead, n), the merge of attn_rows_split as a
 // kernel of its own (attn_rows_merge of one head per block), for partials
