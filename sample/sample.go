@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 )
 
@@ -68,6 +69,9 @@ type Sampler struct {
 	// sequence of draws is the same whichever way a token was sampled.
 	drawn    float32
 	hasDrawn bool
+	// wholeSort makes Sample sort the whole row even under top-k (tests
+	// compare selectTop's path with it).
+	wholeSort bool
 }
 
 type candidate struct {
@@ -118,9 +122,138 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		}
 		return c[best].id
 	}
-	sort.SliceStable(c, func(i, j int) bool { return c[i].logit > c[j].logit })
-	id, _ := s.choose(c, nil) // the whole row: always chosen
+	switch k := s.p.TopK; {
+	case s.wholeSort:
+		slices.SortStableFunc(c, byLogit)
+	case k > 0 && k < len(c):
+		if !selectTop(c, k) {
+			slices.SortStableFunc(c, byLogit)
+			break
+		}
+		c = c[:k] // the head a stable sort would give: the same token
+	default:
+		id, ok, permuted := s.sampleHead(c)
+		if ok {
+			return id
+		}
+		if permuted { // no NaN: the total order is the stable sort's
+			slices.SortFunc(c, byLogitID)
+		} else {
+			slices.SortStableFunc(c, byLogit)
+		}
+	}
+	id, _ := s.choose(c, nil) // the whole row (or its top k): always chosen
 	return id
+}
+
+// sampleHead is Sample without top-k on a long row: the row's sums in one
+// pass, its best sampleHeadLen candidates selected (selectTop), and the
+// draw made among them as SampleTop makes it from the device's; ok is
+// false when the filters or the draw need tokens past them (the draw is
+// then kept for the whole row's). The probabilities are the whole row's
+// (its sums are made in row order rather than sorted order: SampleTop's
+// agreement with Sample rests on the same rounding). permuted says
+// whether c was reordered. Rows with a NaN, and short rows, are left to
+// the sort.
+func (s *Sampler) sampleHead(c []candidate) (id int32, ok, permuted bool) {
+	if len(c) < 4*sampleHeadLen {
+		return 0, false, false
+	}
+	t := Top{Max: c[0].logit, Vocab: len(c)}
+	for _, x := range c {
+		if x.logit != x.logit {
+			return 0, false, false
+		}
+		t.Max = max(t.Max, x.logit)
+	}
+	for _, x := range c {
+		e := math.Exp(float64(x.logit - t.Max))
+		t.Sum1 += e
+		if s.p.Temperature != 1 {
+			e = math.Exp(float64((x.logit - t.Max) / s.p.Temperature))
+		}
+		t.SumT += e
+	}
+	selectTop(c, sampleHeadLen)
+	id, ok = s.choose(c[:sampleHeadLen], &t)
+	return id, ok, true
+}
+
+// sampleHeadLen is how many candidates sampleHead draws among: the
+// device's (gpu.TopKMax).
+const sampleHeadLen = 256
+
+// byLogitID is the stable sort's order as a total order (before).
+func byLogitID(a, b candidate) int {
+	if before(a, b) {
+		return -1
+	}
+	if before(b, a) {
+		return 1
+	}
+	return 0
+}
+
+// byLogit orders candidates by descending logit, as Sample's stable sort
+// (which keeps equal logits in id order).
+func byLogit(a, b candidate) int {
+	switch {
+	case a.logit > b.logit:
+		return -1
+	case a.logit < b.logit:
+		return 1
+	}
+	return 0
+}
+
+// before is the total order of a stable sort by descending logit: ties go
+// to the lower id. It needs logits that are not NaN.
+func before(a, b candidate) bool {
+	return a.logit > b.logit || (a.logit == b.logit && a.id < b.id)
+}
+
+// selectTop moves the k candidates a stable sort by descending logit
+// would put first into c[:k], in that order, in O(n log k) rather than
+// sorting the row (Llama 3's 128,256 logits for top-k 40: see
+// BenchmarkSample). It reports false, leaving c unsorted, when a logit is
+// NaN: there is no total order then, and Sample sorts the row as before.
+func selectTop(c []candidate, k int) bool {
+	for _, x := range c {
+		if x.logit != x.logit {
+			return false
+		}
+	}
+	h := c[:k] // a heap whose root is the worst of the best k so far
+	for i := k/2 - 1; i >= 0; i-- {
+		siftWorst(h, i)
+	}
+	for i := k; i < len(c); i++ {
+		if before(c[i], h[0]) {
+			h[0], c[i] = c[i], h[0]
+			siftWorst(h, 0)
+		}
+	}
+	slices.SortFunc(h, byLogitID)
+	return true
+}
+
+// siftWorst restores the heap property below i: every node comes after
+// (is worse than) neither of its children.
+func siftWorst(h []candidate, i int) {
+	for {
+		w, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && before(h[w], h[l]) {
+			w = l
+		}
+		if r < len(h) && before(h[w], h[r]) {
+			w = r
+		}
+		if w == i {
+			return
+		}
+		h[i], h[w] = h[w], h[i]
+		i = w
+	}
 }
 
 // choose runs the filters (top-k, top-p, min-p, temperature) over c,
