@@ -82,7 +82,10 @@ var ropeMerge = envInt("FORGEPIPE_ATTN_MERGE", 1) != 0
 // head's query heads, stores them in the cache there (kSrc and vSrc are
 // read only, n×nKVHead×headDim each). freqFactors is r.FreqFactors' copy
 // on the device, or 0 when r has none (as for Rope); the other arguments
-// and the scratch are AttentionRows'.
+// and the scratch are AttentionRows'. One row takes a block per query
+// head, the last of a head's blocks merging it (no combine launch): the
+// scratch's arrival counters must be zero before its first use, as
+// AttentionRowsScratchBytes says, and each launch leaves them so.
 //
 // It is valid only when no two of the n rows belong to the same sequence
 // (one-row decode steps; batches of distinct sequences): a row attends to
