@@ -338,9 +338,11 @@ type runOut struct {
 	Text         string  `json:"text"`
 	StopReason   string  `json:"stop_reason"`
 	Timings      struct {
-		LoadMs     float64 `json:"load_ms"`
-		PromptTokS float64 `json:"prompt_tok_s"`
-		DecodeTokS float64 `json:"decode_tok_s"`
+		LoadMs       float64 `json:"load_ms"`
+		TTFTMs       float64 `json:"ttft_ms"`
+		FirstTokenMs float64 `json:"first_token_ms"`
+		PromptTokS   float64 `json:"prompt_tok_s"`
+		DecodeTokS   float64 `json:"decode_tok_s"`
 	} `json:"timings"`
 }
 
@@ -381,6 +383,84 @@ func TestRunGolden(t *testing.T) {
 	}
 }
 
+// TestRunTraceColdStart: run --cold --trace writes a Chrome trace holding
+// the start-up tracks (the device's start, the disk's read-ahead of every
+// weight, the prompt to the first token) next to the uploads, and --json
+// reports first_token_ms, counted from the command's start, past the
+// load and the time to first token; --read-ahead off still runs, with no
+// read-ahead spans, to the same tokens.
+func TestRunTraceColdStart(t *testing.T) {
+	t.Parallel()
+	model := testutil.BundledModel(t)
+	g := testutil.Golden(t)[0]
+	var size int64
+	if fi, err := os.Stat(model); err == nil {
+		size = fi.Size()
+	}
+	for _, ra := range []string{"auto", "off"} {
+		path := filepath.Join(t.TempDir(), "trace.json")
+		res := mustPipeline(t, "run", "--model", model, "--prompt", g.Prompt, "--temperature", "0", "--max-tokens", "4",
+			"--json", "--cold", "--read-ahead", ra, "--trace", path)
+		var out runOut
+		decodeJSON(t, res.stdout, &out)
+		if !slices.Equal(out.Tokens, g.GeneratedIDs[:4]) {
+			t.Errorf("read-ahead %s: tokens %v, want %v", ra, out.Tokens, g.GeneratedIDs[:4])
+		}
+		if tm := out.Timings; tm.FirstTokenMs <= 0 || tm.FirstTokenMs < tm.TTFTMs || tm.FirstTokenMs < tm.LoadMs {
+			t.Errorf("read-ahead %s: timings %+v: want first_token_ms > 0, past ttft_ms and load_ms", ra, tm)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tr struct {
+			TraceEvents []struct {
+				Name string          `json:"name"`
+				Ph   string          `json:"ph"`
+				Pid  int             `json:"pid"`
+				Tid  int             `json:"tid"`
+				Args json.RawMessage `json:"args"`
+			} `json:"traceEvents"`
+		}
+		if err := json.Unmarshal(b, &tr); err != nil {
+			t.Fatalf("read-ahead %s: trace: %v", ra, err)
+		}
+		threads := map[[2]int]string{}
+		for _, e := range tr.TraceEvents {
+			if e.Ph == "M" && e.Name == "thread_name" {
+				var a struct{ Name string }
+				_ = json.Unmarshal(e.Args, &a)
+				threads[[2]int{e.Pid, e.Tid}] = a.Name
+			}
+		}
+		spans := map[string]int{}
+		var readBytes int64
+		for _, e := range tr.TraceEvents {
+			if e.Ph != "X" {
+				continue
+			}
+			th := threads[[2]int{e.Pid, e.Tid}]
+			spans[th+"/"+e.Name]++
+			if th == "disk read-ahead" {
+				var a struct{ Bytes int64 }
+				_ = json.Unmarshal(e.Args, &a)
+				readBytes += a.Bytes
+			}
+		}
+		for _, want := range []string{"run/open", "run/prompt to first token", "open/open device and runtime"} {
+			if spans[want] != 1 {
+				t.Errorf("read-ahead %s: %d spans %q, want 1 (spans: %v)", ra, spans[want], want, spans)
+			}
+		}
+		switch {
+		case ra == "auto" && (readBytes <= size/2 || readBytes > size):
+			t.Errorf("read ahead %d bytes of a %d-byte file: want nearly all of it, once", readBytes, size)
+		case ra == "off" && readBytes != 0:
+			t.Errorf("--read-ahead off read %d bytes ahead", readBytes)
+		}
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	t.Parallel()
 	model := testutil.BundledModel(t)
@@ -409,6 +489,8 @@ func TestBadFlags(t *testing.T) {
 		{"gen-model bad shape", []string{"gen-model", "--out", missing, "--dim", "100"}, "dim 100"},
 		{"gen-model bad preset", []string{"gen-model", "--out", missing, "--preset", "70b"}, "70b"},
 		{"bad log level", []string{"inspect", "--model", model, "--log-level", "loud"}, "--log-level"},
+		{"bad read-ahead", []string{"run", "--model", model, "--prompt", "x", "--read-ahead", "lots"}, "--read-ahead"},
+		{"trace with eager", []string{"run", "--model", model, "--prompt", "x", "--eager", "--trace", missing}, "--trace"},
 		{"unknown command", []string{"serve-everything"}, "unknown command"},
 	}
 	for _, tt := range tests {
