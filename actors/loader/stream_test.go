@@ -78,6 +78,10 @@ func boolInt(b bool) int {
 // no goroutine is left.
 func TestStartReadAhead(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
+	// The bundled file is in the page cache by now: read it all the same
+	// (TestReadAheadSkipsResident checks the skipping).
+	isResident = func([]byte, []byte) bool { return false }
+	defer func() { isResident = resident }()
 	f, layers := openBundled(t)
 	var want int64
 	for _, r := range readPlan(f, layers) {
@@ -113,5 +117,25 @@ func TestStartReadAhead(t *testing.T) {
 	}
 	if ReadAheadLimit() <= 0 {
 		t.Errorf("ReadAheadLimit %d", ReadAheadLimit())
+	}
+}
+
+// TestReadAheadSkipsResident: chunks whose pages are all in the page
+// cache are not read again (a warm start reads nothing).
+func TestReadAheadSkipsResident(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	f, layers := openBundled(t)
+	calls := 0
+	isResident = func([]byte, []byte) bool { calls++; return true }
+	defer func() { isResident = resident }()
+	rec := trace.New(trace.Options{})
+	<-StartReadAhead(f, layers, ReadAheadAuto, make(chan struct{}), rec.Track("t", "read"))
+	for _, e := range rec.Events() {
+		if e.Name != "in page cache" {
+			t.Errorf("span %q of a resident chunk", e.Name)
+		}
+	}
+	if n := len(rec.Events()); n == 0 || n != calls {
+		t.Errorf("%d spans after %d residency checks, want one each", n, calls)
 	}
 }

@@ -388,7 +388,9 @@ func TestRunGolden(t *testing.T) {
 // weight, the prompt to the first token) next to the uploads, and --json
 // reports first_token_ms, counted from the command's start, past the
 // load and the time to first token; --read-ahead off still runs, with no
-// read-ahead spans, to the same tokens.
+// read-ahead spans, to the same tokens. (The read-ahead's spans are reads
+// or chunks found in the page cache, where --cold could not drop them:
+// together they cover the file.)
 func TestRunTraceColdStart(t *testing.T) {
 	t.Parallel()
 	model := testutil.BundledModel(t)

@@ -31,17 +31,20 @@ def window(thread, name=None):
 
 def show(label, w, extra=""):
     if w is None:
-        print("  %-34s none" % label)
+        print("  %-34s none%s" % (label, extra))
         return
     a, b, busy, s = w
     print("  %-34s %8.1f .. %8.1f ms (%3d spans, busy %7.1f ms)%s" % (label, a, b, len(s), busy, extra))
 
 
-ra = window("disk read-ahead")
+ra = window("disk read-ahead", "read ahead")
+cached = window("disk read-ahead", "in page cache")
 extra = ""
 if ra:
     byts = sum(e["args"].get("bytes", 0) for e in ra[3])
     extra = "; %.0f MB, %.2f GB/s" % (byts / 1e6, byts / 1e6 / max(ra[1] - ra[0], 1e-9))
+if cached:
+    extra += "; %.0f MB already in the page cache" % (sum(e["args"].get("bytes", 0) for e in cached[3]) / 1e6)
 print("startup timeline:")
 show("open (the run's Open)", window("run", "open"))
 show("device and runtime start", window("open"))
