@@ -883,9 +883,9 @@ func (a *rowsAttnArgs) pieces(l *hip.HostLaunch, sc rowsScratch, rows, minSplit 
 // emulateAttnRowsRope returns attn_rows_rope_f32_d<maxDim>(part, q, meta,
 // n, layer, nHead, nKVHead, headDim, scale, minSplit, rowStride, k, v,
 // dims, neox, thetaScale, freqScale, freqFactors, extFactor, mscale,
-// corrLo, corrHi), and of its one-head variants (attn_rows_rope1_…, the
-// same; attn_rows_rope1m_…, with out and xq after corrHi: the pieces then
-// merged as attn_rows_split's), grid (nSplit, ·, rows): rope_kv_store's key and value
+// corrLo, corrHi, out, xq), and of its one-head variants (attn_rows_rope1_…,
+// the same; attn_rows_rope1m_…, whose pieces are then merged into out and
+// xq as attn_rows_split's), grid (nSplit, ·, rows): rope_kv_store's key and value
 // heads of each live row into its cache (ropeArgs.storeKV), then
 // attn_rows_split's pieces, with no merge, of the live rows' query heads
 // rotated at their positions: into a copy, as the kernel rotates them on

@@ -125,15 +125,13 @@ func (k *Kernels) AttentionRowsRope(s hip.Stream, r *kernels.Rope, freqFactors, 
 	if r.Mode == kernels.RopeNeoX {
 		neox = 1
 	}
-	args := []hip.Arg{hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
+	err = k.launch(s, k.fn(kernel[sp.d]), sp.grid, hip.Dim1(128), 0,
+		hip.Ptr(scratch), hip.Ptr(q), hip.Ptr(meta), hip.Int32(int32(n)), hip.Int32(int32(layer)),
 		hip.Int32(int32(nHead)), hip.Int32(int32(nKVHead)), hip.Int32(int32(headDim)), hip.Float32(scale),
 		hip.Int32(int32(rowsMinSplit)), hip.Int32(int32(sp.words)), hip.Ptr(kSrc), hip.Ptr(vSrc),
 		hip.Int32(int32(dims)), hip.Int32(neox), hip.Float32(p.thetaScale), hip.Float32(p.freqScale), hip.Ptr(freqFactors),
-		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi)}
-	if merged {
-		args = append(args, hip.Ptr(out), hip.Ptr(xq))
-	}
-	err = k.launch(s, k.fn(kernel[sp.d]), sp.grid, hip.Dim1(128), 0, args...)
+		hip.Float32(r.ExtFactor), hip.Float32(p.mscale), hip.Float32(p.corrLo), hip.Float32(p.corrHi),
+		hip.Ptr(out), hip.Ptr(xq)) // read by attn_rows_rope1m only
 	if err != nil || merged {
 		return err
 	}

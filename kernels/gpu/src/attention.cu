@@ -561,72 +561,43 @@ FP_ATTN_ROWS_SPLIT(256)
 // (attn_rows_piece with ROPE): the same partials, left to
 // attn_rows_combine_f32, and the same cache rows at each row's position.
 // q is read, never rotated in place.
-#define FP_ATTN_ROWS_ROPE(D)                                                                                   \
-	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
-	    attn_rows_rope_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                         \
-	                            const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,        \
-	                            int headDim, float scale, int minSplit, int rowStride,                         \
-	                            const float* __restrict__ k, const float* __restrict__ v, int dims, int neox,  \
-	                            float thetaScale, float freqScale, const float* __restrict__ freqFactors,      \
-	                            float extFactor, float mscale, float corrLo, float corrHi) {                   \
-		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
-		const RowsRope rope = {k, v, freqFactors, dims, neox, thetaScale, freqScale, extFactor, mscale,    \
-		                       corrLo, corrHi};                                                            \
-		attn_rows_piece<D, true>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit,        \
-		                         rowStride, rope);                                                         \
-	}
-FP_ATTN_ROWS_ROPE(64)
-FP_ATTN_ROWS_ROPE(128)
-FP_ATTN_ROWS_ROPE(256)
-
-// attn_rows_rope1: attn_rows_rope with one query head per block (GB = 1),
-// group times the blocks: for one row, whose few blocks otherwise each
-// work through every head of their KV head one after another (ncu, H100,
-// 1B shape: 4 warps a busy SM, ~6 cycles per issued instruction). The
-// blocks of one KV head each load its K and V (from the L2 after the
-// first). Each head's sums are made in the same order: the same bits.
-#define FP_ATTN_ROWS_ROPE1(D)                                                                                  \
-	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
-	    attn_rows_rope1_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                        \
-	                             const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,       \
-	                             int headDim, float scale, int minSplit, int rowStride,                        \
-	                             const float* __restrict__ k, const float* __restrict__ v, int dims, int neox, \
-	                             float thetaScale, float freqScale, const float* __restrict__ freqFactors,     \
-	                             float extFactor, float mscale, float corrLo, float corrHi) {                  \
-		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
-		const RowsRope rope = {k, v, freqFactors, dims, neox, thetaScale, freqScale, extFactor, mscale,    \
-		                       corrLo, corrHi};                                                            \
-		attn_rows_piece<D, true, 1>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit,     \
-		                            rowStride, rope);                                                      \
-	}
-FP_ATTN_ROWS_ROPE1(64)
-FP_ATTN_ROWS_ROPE1(128)
-FP_ATTN_ROWS_ROPE1(256)
-
+//
+// attn_rows_rope1: the same with one query head per block (GB = 1), group
+// times the blocks: for one row, whose few blocks otherwise each work
+// through every head of their KV head one after another (ncu, H100, 1B
+// shape: 4 warps a busy SM, ~6 cycles per issued instruction). The blocks
+// of one KV head each load its K and V (from the L2 after the first).
+// Each head's sums are made in the same order: the same bits.
+//
 // attn_rows_rope1m: attn_rows_rope1 followed by attn_rows_split's merge
 // (attn_rows_arrive): the block that completes a query head merges its
 // pieces into out and xq, one head per block as attn_rows_combine_f32 has,
 // so that one-row steps need no combine launch. The arrival counters must
 // be zero before the first launch, as for attn_rows_split.
-#define FP_ATTN_ROWS_ROPE1M(D)                                                                                 \
+//
+// All three take out and xq after corrHi; only the merging one reads them.
+#define FP_ATTN_ROWS_ROPE(NAME, D, GB, MERGE)                                                                  \
 	FP_KERNEL void __launch_bounds__(ROWS_THREADS)                                                             \
-	    attn_rows_rope1m_f32_d##D(float* __restrict__ part, const float* __restrict__ q,                       \
-	                              const i32* __restrict__ meta, int n, int layer, int nHead, int nKVHead,      \
-	                              int headDim, float scale, int minSplit, int rowStride,                       \
-	                              const float* __restrict__ k, const float* __restrict__ v, int dims,          \
-	                              int neox, float thetaScale, float freqScale,                                 \
-	                              const float* __restrict__ freqFactors, float extFactor, float mscale,        \
-	                              float corrLo, float corrHi, float* __restrict__ out, i8* __restrict__ xq) {  \
+	    NAME##_f32_d##D(float* __restrict__ part, const float* __restrict__ q, const i32* __restrict__ meta,    \
+	                    int n, int layer, int nHead, int nKVHead, int headDim, float scale, int minSplit,      \
+	                    int rowStride, const float* __restrict__ k, const float* __restrict__ v, int dims,     \
+	                    int neox, float thetaScale, float freqScale, const float* __restrict__ freqFactors,    \
+	                    float extFactor, float mscale, float corrLo, float corrHi, float* __restrict__ out,    \
+	                    i8* __restrict__ xq) {                                                                 \
 		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                       \
 		const RowsRope rope = {k, v, freqFactors, dims, neox, thetaScale, freqScale, extFactor, mscale,    \
 		                       corrLo, corrHi};                                                            \
-		attn_rows_piece<D, true, 1>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit,     \
-		                            rowStride, rope);                                                      \
-		attn_rows_arrive<1>(part, n, nHead, nKVHead, headDim, rowStride, out, xq);                         \
+		attn_rows_piece<D, true, GB>(part, q, meta, n, layer, nHead, nKVHead, headDim, scale, minSplit,    \
+		                             rowStride, rope);                                                     \
+		if (MERGE) attn_rows_arrive<GB>(part, n, nHead, nKVHead, headDim, rowStride, out, xq);             \
 	}
-FP_ATTN_ROWS_ROPE1M(64)
-FP_ATTN_ROWS_ROPE1M(128)
-FP_ATTN_ROWS_ROPE1M(256)
+#define FP_ATTN_ROWS_ROPES(D)                                                                                  \
+	FP_ATTN_ROWS_ROPE(attn_rows_rope, D, ROWS_GB, false)                                                       \
+	FP_ATTN_ROWS_ROPE(attn_rows_rope1, D, 1, false)                                                            \
+	FP_ATTN_ROWS_ROPE(attn_rows_rope1m, D, 1, true)
+FP_ATTN_ROWS_ROPES(64)
+FP_ATTN_ROWS_ROPES(128)
+FP_ATTN_ROWS_ROPES(256)
 
 // attn_rows_combine: grid (nHead, n), the merge of attn_rows_split as a
 // kernel of its own (attn_rows_merge of one head per block), for partials
