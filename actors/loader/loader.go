@@ -7,6 +7,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,23 +134,25 @@ func (a *loaderActor) readAhead(layer int) {
 // (nil: none) and whether the advice was taken. It waits while the disk's
 // queue is full.
 func advise(f *gguf.File, layer int) ([]byte, bool) {
-	ts := LayerTensors(f.Header, layer)
-	if len(ts) == 0 {
+	lo, hi, ok := layerSpan(f, layer)
+	if !ok || hi > f.Size() {
 		return nil, false
 	}
-	lo, hi := ^uint64(0), uint64(0)
-	for _, t := range ts {
-		lo = min(lo, f.DataOffset+t.Offset)
-		hi = max(hi, f.DataOffset+t.Offset+t.Size)
-	}
-	data := f.Bytes()
-	if hi > uint64(len(data)) || lo >= hi {
-		return nil, false
-	}
-	page := uint64(unix.Getpagesize())
-	lo = lo / page * page
-	region := data[lo:hi]
+	page := int64(unix.Getpagesize())
+	region := f.Bytes()[lo/page*page : hi]
 	return region, madviseWillNeed(region)
+}
+
+// layerSpan is the file's byte range from a layer's first tensor byte to
+// its last (Globals: the tensors outside the blocks); false when the layer
+// has no bytes.
+func layerSpan(f *gguf.File, layer int) (lo, hi int64, ok bool) {
+	lo = math.MaxInt64
+	for _, t := range LayerTensors(f.Header, layer) {
+		lo = min(lo, int64(f.DataOffset+t.Offset))
+		hi = max(hi, int64(f.DataOffset+t.Offset+t.Size))
+	}
+	return lo, hi, lo < hi
 }
 
 // madviseWillNeed asks the kernel to start reading region (page-aligned,

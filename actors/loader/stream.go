@@ -53,16 +53,9 @@ func readPlan(f *gguf.File, layers int) []readRange {
 		}
 	}
 	for l := range layers {
-		ts := LayerTensors(f.Header, l)
-		if len(ts) == 0 {
-			continue
+		if lo, hi, ok := layerSpan(f, l); ok {
+			out = append(out, readRange{lo, hi, l})
 		}
-		r := readRange{off: int64(^uint64(0) >> 1), unit: l}
-		for _, t := range ts {
-			r.off = min(r.off, int64(f.DataOffset+t.Offset))
-			r.end = max(r.end, int64(f.DataOffset+t.Offset+t.Size))
-		}
-		out = append(out, r)
 	}
 	out = append(out, last...)
 	kept := out[:0]
