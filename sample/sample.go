@@ -161,10 +161,7 @@ func (s *Sampler) sampleHead(c []candidate) (id int32, ok, permuted bool) {
 	}
 	t := Top{Max: c[0].logit, Vocab: len(c)}
 	for _, x := range c {
-		if x.logit != x.logit {
-			return 0, false, false
-		}
-		t.Max = max(t.Max, x.logit)
+		t.Max = max(t.Max, x.logit) // NaN with a NaN: selectTop then refuses the row
 	}
 	for _, x := range c {
 		e := math.Exp(float64(x.logit - t.Max))
@@ -174,7 +171,9 @@ func (s *Sampler) sampleHead(c []candidate) (id int32, ok, permuted bool) {
 		}
 		t.SumT += e
 	}
-	selectTop(c, sampleHeadLen)
+	if !selectTop(c, sampleHeadLen) {
+		return 0, false, false
+	}
 	id, ok = s.choose(c[:sampleHeadLen], &t)
 	return id, ok, true
 }
