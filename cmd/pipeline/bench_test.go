@@ -58,33 +58,10 @@ func TestBenchTrace(t *testing.T) {
 	var rep benchReport
 	decodeJSON(t, mustPipeline(t, "bench", "--model", model, "--prompt-tokens", "8", "--gen-tokens", "4",
 		"--concurrency", "2", "--reps", "1", "--json", "--trace", path).stdout, &rep)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tr struct {
-		TraceEvents []struct {
-			Name string         `json:"name"`
-			Ph   string         `json:"ph"`
-			Ts   *float64       `json:"ts"`
-			Dur  *float64       `json:"dur"`
-			Pid  *int           `json:"pid"`
-			Tid  *int           `json:"tid"`
-			Args map[string]any `json:"args"`
-		} `json:"traceEvents"`
-	}
-	if err := json.Unmarshal(data, &tr); err != nil {
-		t.Fatalf("trace does not parse: %v", err)
-	}
-	threads := map[[2]int]string{}
-	for _, e := range tr.TraceEvents {
-		if e.Ph == "M" && e.Name == "thread_name" {
-			threads[[2]int{*e.Pid, *e.Tid}] = e.Args["name"].(string)
-		}
-	}
+	events, threads := readTrace(t, path)
 	seen := map[string]bool{} // "thread/name/layer"
 	xs := 0
-	for _, e := range tr.TraceEvents {
+	for _, e := range events {
 		if e.Ph != "X" {
 			continue
 		}
@@ -126,4 +103,38 @@ func TestBenchTrace(t *testing.T) {
 	if res := pipeline(t, "bench", "--model", model, "--eager", "--trace", path); res.code != 1 {
 		t.Errorf("--eager --trace: exit %d", res.code)
 	}
+}
+
+// traceEvent is one event of a Chrome trace the binary wrote.
+type traceEvent struct {
+	Name string         `json:"name"`
+	Ph   string         `json:"ph"`
+	Ts   *float64       `json:"ts"`
+	Dur  *float64       `json:"dur"`
+	Pid  *int           `json:"pid"`
+	Tid  *int           `json:"tid"`
+	Args map[string]any `json:"args"`
+}
+
+// readTrace parses the Chrome trace at path: its events, and its tracks'
+// names by (pid, tid) from the thread_name metadata.
+func readTrace(t *testing.T, path string) ([]traceEvent, map[[2]int]string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr struct {
+		TraceEvents []traceEvent `json:"traceEvents"`
+	}
+	if err := json.Unmarshal(data, &tr); err != nil {
+		t.Fatalf("trace does not parse: %v", err)
+	}
+	threads := map[[2]int]string{}
+	for _, e := range tr.TraceEvents {
+		if e.Ph == "M" && e.Name == "thread_name" {
+			threads[[2]int{*e.Pid, *e.Tid}] = e.Args["name"].(string)
+		}
+	}
+	return tr.TraceEvents, threads
 }

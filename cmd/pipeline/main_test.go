@@ -411,42 +411,18 @@ func TestRunTraceColdStart(t *testing.T) {
 		if tm := out.Timings; tm.FirstTokenMs <= 0 || tm.FirstTokenMs < tm.TTFTMs || tm.FirstTokenMs < tm.LoadMs {
 			t.Errorf("read-ahead %s: timings %+v: want first_token_ms > 0, past ttft_ms and load_ms", ra, tm)
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tr struct {
-			TraceEvents []struct {
-				Name string          `json:"name"`
-				Ph   string          `json:"ph"`
-				Pid  int             `json:"pid"`
-				Tid  int             `json:"tid"`
-				Args json.RawMessage `json:"args"`
-			} `json:"traceEvents"`
-		}
-		if err := json.Unmarshal(b, &tr); err != nil {
-			t.Fatalf("read-ahead %s: trace: %v", ra, err)
-		}
-		threads := map[[2]int]string{}
-		for _, e := range tr.TraceEvents {
-			if e.Ph == "M" && e.Name == "thread_name" {
-				var a struct{ Name string }
-				_ = json.Unmarshal(e.Args, &a)
-				threads[[2]int{e.Pid, e.Tid}] = a.Name
-			}
-		}
+		events, threads := readTrace(t, path)
 		spans := map[string]int{}
 		var readBytes int64
-		for _, e := range tr.TraceEvents {
+		for _, e := range events {
 			if e.Ph != "X" {
 				continue
 			}
-			th := threads[[2]int{e.Pid, e.Tid}]
+			th := threads[[2]int{*e.Pid, *e.Tid}]
 			spans[th+"/"+e.Name]++
 			if th == "disk read-ahead" {
-				var a struct{ Bytes int64 }
-				_ = json.Unmarshal(e.Args, &a)
-				readBytes += a.Bytes
+				b, _ := e.Args["bytes"].(float64)
+				readBytes += int64(b)
 			}
 		}
 		for _, want := range []string{"run/open", "run/prompt to first token", "open/open device and runtime"} {
