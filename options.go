@@ -25,6 +25,7 @@ type options struct {
 	trace       *trace.Recorder
 	emulate     bool
 	readAhead   int64 // bytes; 0: loader.ReadAheadLimit; < 0: none
+	noChain     bool
 }
 
 func defaultOptions() options {
@@ -96,6 +97,14 @@ func WithTrace(r *trace.Recorder) Option { return func(o *options) { o.trace = r
 // read-ahead of the next few layers. It makes a cold start bounded by the
 // disk rather than by the disk and the device start one after the other.
 func WithReadAhead(bytes int64) Option { return func(o *options) { o.readAhead = bytes } }
+
+// WithoutChaining makes a greedy sequence on a GPU wait, as sampled ones
+// do, for its token to reach the host before its next step is sent to the
+// first layer. By default that step leaves at once, the device embedding
+// the token it picked, so the GPU never idles between tokens; the price is
+// one wasted step when the token ends the sequence. The tokens are the
+// same either way: this is for measuring what the chaining gains.
+func WithoutChaining() Option { return func(o *options) { o.noChain = true } }
 
 // WithEmulatedGPU runs the GPU backend's code path — device rows, the
 // uploader's GPU binding, model/gpustep's steps and graphs — on the host

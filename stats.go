@@ -37,6 +37,9 @@ type SamplerStats struct {
 	// TopRows are rows sampled on the GPU path from their top candidates;
 	// TopFallbacks, those that then needed the whole row's logits.
 	TopRows, TopFallbacks int64
+	// Chained are greedy rows on a GPU whose next step left for the first
+	// layer before their token reached the host (WithoutChaining).
+	Chained int64
 }
 
 // LayerStats count one layer actor's work.
@@ -78,7 +81,7 @@ func (p *Pipeline) Stats() Stats {
 		u.GlobalsBytes.Load()}
 	m := &p.samplerStats
 	s.Sampler = SamplerStats{m.Live.Load(), m.Started.Load(), m.Finished.Load(), m.Tokens.Load(),
-		m.Messages.Load(), m.Rows.Load(), m.LogitRows.Load(), m.TopRows.Load(), m.TopFallbacks.Load()}
+		m.Messages.Load(), m.Rows.Load(), m.LogitRows.Load(), m.TopRows.Load(), m.TopFallbacks.Load(), m.Chained.Load()}
 	for _, ls := range p.layerStats {
 		l := LayerStats{Batches: ls.Batches.Load(), Rows: ls.Rows.Load(), MaxBatchRows: ls.MaxBatchRows.Load(),
 			MultiSeqBatches: ls.MultiSeqBatches.Load(), Sequences: ls.Sequences.Load(), KVBytes: ls.KVBytes.Load(),

@@ -59,6 +59,7 @@ func (s *supervisorActor) Receive(ctx actor.Context) {
 		p.samplerPID = ctx.SpawnPrefix(sampler.Props(sampler.Config{
 			Model: p.cfg, Tokenizer: p.tok, ContextSize: p.ctxSize, MaxBatch: o.maxBatch,
 			Uploader: p.uploaderPID, Stats: &p.samplerStats, Log: o.log, Trace: samplerTrace, GPU: p.gpu,
+			NoChain: o.noChain,
 		}), "forgepipe-sampler-")
 		n := p.cfg.Layers
 		p.layerPIDs = make([]*actor.PID, n)

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -411,4 +412,140 @@ func maxAbs(l []float32) float64 {
 		m = math.Max(m, math.Abs(float64(v)))
 	}
 	return m
+}
+
+// TestGPUPipelineChaining: greedy sequences whose next step the device
+// embeds before the host has read their token (the sampler's chaining,
+// on by default) give the tokens and text of the pipeline that waits for
+// each token (WithoutChaining) and llama.cpp's greedy tokens; a token that
+// ends a sequence while its next step is in flight (a stop string here;
+// the end of generation takes the same path, but the bundled model does
+// not end its stories in a test's length) changes nothing that the caller
+// sees, and the sequence is still freed once the wasted step is back;
+// many sequences still share steps.
+func TestGPUPipelineChaining(t *testing.T) {
+	for _, mode := range gpuModes(t) {
+		t.Run(mode.name, func(t *testing.T) { gpuChaining(t, mode) })
+	}
+}
+
+func gpuChaining(t *testing.T, mode gpuMode) {
+	open := func(extra ...forgepipe.Option) *forgepipe.Pipeline {
+		p, err := forgepipe.Open(testutil.BundledModel(t), append(append([]forgepipe.Option{forgepipe.WithMaxSequences(8)}, mode.opts...), extra...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	chained, waiting := open(), open(forgepipe.WithoutChaining())
+	type out struct {
+		tokens []int32
+		text   string
+		stop   string
+	}
+	gen := func(p *forgepipe.Pipeline, r forgepipe.Request) out {
+		s, err := p.Generate(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o out
+		for {
+			tok, err := s.Next()
+			if err != nil {
+				break
+			}
+			o.tokens = append(o.tokens, tok.ID)
+		}
+		res, err := s.Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.text, o.stop = res.Text, res.StopReason
+		return o
+	}
+	same := func(what string, a, b out) {
+		t.Helper()
+		if !plSlicesEqual(a.tokens, b.tokens) || a.text != b.text || a.stop != b.stop {
+			t.Errorf("%s: chained %v %q (%s), waiting %v %q (%s)", what, a.tokens, a.text, a.stop, b.tokens, b.text, b.stop)
+		}
+	}
+	golden := testutil.Golden(t)
+	stops := 0
+	for i, g := range golden {
+		if i%mode.scale != 0 {
+			continue
+		}
+		want := g.GeneratedIDs[:len(g.GeneratedIDs)/mode.scale]
+		r := forgepipe.Request{Tokens: g.PromptIDs, MaxTokens: len(want)}
+		a, b := gen(chained, r), gen(waiting, r)
+		same(fmt.Sprintf("golden %d", i), a, b)
+		if !plSlicesEqual(a.tokens, want) {
+			t.Errorf("golden %d: chained %v, llama.cpp %v", i, a.tokens, want)
+		}
+		// A stop string half way: the chained step after it is wasted.
+		if len(a.text) > 12 {
+			stop := a.text[len(a.text)/2 : len(a.text)/2+3]
+			r.Stop = []string{stop}
+			c := gen(chained, r)
+			same(fmt.Sprintf("golden %d, stop %q", i, stop), c, gen(waiting, r))
+			if c.stop != model.StopString {
+				t.Errorf("golden %d: stop %q ended it by %s", i, stop, c.stop)
+			}
+			stops++
+		}
+	}
+	if stops == 0 {
+		t.Error("no sequence was ended by a stop string")
+	}
+	// Chained steps keep their graphs: a sequence's rows keep their buffers
+	// through the layers, and two chained batches alternate, so once two
+	// sequences have run, a third captures nothing and every decode step
+	// but the first few relaunches a graph.
+	layers := int64(chained.Config().Layers)
+	for i := range 3 {
+		before := chained.Stats().GPU
+		gen(chained, forgepipe.Request{Prompt: "Once upon a time", MaxTokens: 16})
+		after := chained.Stats().GPU
+		steps, graphs, captures := after.Steps-before.Steps, after.GraphLaunches-before.GraphLaunches, after.GraphCaptures-before.GraphCaptures
+		t.Logf("sequence %d: %d steps, %d through graphs, %d captured", i, steps, graphs, captures)
+		if graphs < steps-4*layers || (i == 2 && captures != 0) {
+			t.Errorf("sequence %d of 16 tokens: %d of %d steps through graphs, %d captured", i, graphs, steps, captures)
+		}
+	}
+	// Together: the chained steps of many sequences still share steps.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			o := gen(chained, forgepipe.Request{Prompt: fmt.Sprintf("Tom and Sue had %d", i), MaxTokens: 24 / mode.scale})
+			if len(o.tokens) == 0 {
+				t.Errorf("sequence %d: no tokens", i)
+			}
+		})
+	}
+	wg.Wait()
+	for name, p := range map[string]*forgepipe.Pipeline{"chained": chained, "waiting": waiting} {
+		st := p.Stats()
+		multi := int64(0)
+		for _, l := range st.Layers {
+			multi += l.MultiSeqBatches
+		}
+		t.Logf("%s: %d tokens, %d rows chained, %d shared steps", name, st.Sampler.Tokens, st.Sampler.Chained, multi)
+		switch {
+		case name == "chained" && st.Sampler.Chained == 0:
+			t.Errorf("no row was chained")
+		case name == "chained" && multi == 0:
+			t.Errorf("8 chained sequences never shared a step")
+		case name == "waiting" && st.Sampler.Chained != 0:
+			t.Errorf("WithoutChaining chained %d rows", st.Sampler.Chained)
+		}
+		// Every sequence is freed once its last (maybe wasted) step is back.
+		deadline := time.Now().Add(10 * time.Second)
+		for p.Stats().Sampler.Live != 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if live := p.Stats().Sampler.Live; live != 0 {
+			t.Errorf("%s: %d sequences still live", name, live)
+		}
+	}
 }

@@ -434,14 +434,13 @@ func (a *layerActor) computeGPU(ctx actor.Context, batch []*Activations, rows in
 		}
 		return nil
 	}
-	// The inputs' last use is enqueued: they go back to the pool. The
-	// output keeps the metadata of in.
+	// The parts' last use is enqueued: they go back to the pool. The
+	// step computed in place: its rows are in's.
 	if len(batch) > 1 {
 		for _, m := range batch {
 			gp.Release(m.Dev)
 		}
 	}
-	gp.Release(gpustep.Rows{X: in.X})
 	out.Dev = res
 	if tr := a.cfg.Trace; tr != nil {
 		tr.Span("enqueue", "compute", t0, trace.Args{trace.Int("layer", a.cfg.Index), trace.Int("rows", rows), trace.Int("seqs", len(seqs))})

@@ -57,6 +57,11 @@ type Config struct {
 	// greedy tokens there and copies back only their ids (and the logits
 	// of the sequences that sample on the host).
 	GPU *gpustep.Runtime
+	// NoChain, on a GPU, sends a greedy sequence's next token to the first
+	// layer only once its id is back on the host, as for sampled ones.
+	// By default the device embeds the id it picked and the next step is
+	// in the ring while the host still waits for the id (see chainable).
+	NoChain bool
 }
 
 // Stats are the sampler's counters.
@@ -71,6 +76,9 @@ type Stats struct {
 	// TopRows are GPU rows sampled from their top candidates, and
 	// TopFallbacks those of them that needed their whole logits after all.
 	TopRows, TopFallbacks atomic.Int64
+	// Chained are rows whose step left before their token was on the
+	// host (greedy rows on a GPU: chainable).
+	Chained atomic.Int64
 }
 
 // Props returns the props of the sampler actor. Its state survives a
@@ -450,11 +458,11 @@ func (a *samplerActor) gpuEmbed(msg *layer.Activations, batch []outRow, rows int
 // activations handles rows back from the last layer: logits for the rows
 // that need them (one projection for all), then a step per sequence.
 func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
-	if a.cfg.GPU != nil {
-		defer a.cfg.GPU.Release(m.Dev) // the projection below waits for the device
-	}
 	need, rows := a.arrived(ctx, m)
 	if len(need) == 0 {
+		if a.cfg.GPU != nil {
+			a.cfg.GPU.Release(m.Dev)
+		}
 		a.st.inflight = nil
 		return
 	}
@@ -462,10 +470,11 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 	if tr := a.cfg.Trace; tr != nil {
 		t0 = tr.Now()
 	}
-	logits, ids, err := a.project(m, need, rows)
+	need, rows, nc := a.chainFirst(need, rows)
+	logits, ids, chained, err := a.project(ctx, m, need, rows, nc)
 	a.cfg.Stats.LogitRows.Add(int64(len(need)))
 	if tr := a.cfg.Trace; tr != nil {
-		tr.Span("logits", "sample", t0, trace.Args{trace.Int("rows", len(need))})
+		tr.Span("logits", "sample", t0, trace.Args{trace.Int("rows", len(need)), trace.Int("chained", chained)})
 		t0 = tr.Now()
 	}
 	for i, s := range need {
@@ -474,15 +483,45 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 			a.finish(ctx, s, StopError, err)
 			a.maybeFree(ctx, s)
 		case logits[i] != nil:
-			a.step(ctx, s, logits[i], -1)
+			a.step(ctx, s, logits[i], -1, false)
 		default:
-			a.step(ctx, s, nil, ids[i])
+			a.step(ctx, s, nil, ids[i], i < chained)
 		}
 	}
 	if tr := a.cfg.Trace; tr != nil {
 		tr.Span("sample", "sample", t0, trace.Args{trace.Int("seqs", len(need))})
 	}
 	a.st.inflight = nil
+}
+
+// chainable reports whether the next step of s can leave before its token
+// is back on the host: a greedy sequence on the GPU whose caller wants no
+// logits and that will go on unless the token ends it (an end of
+// generation or a stop string). The device embeds the token it picked and
+// the step enters the ring at once, so the GPU never idles while the host
+// reads the token and the actors pass it round; a sequence that the token
+// does end wastes that one step, whose row comes back and is dropped.
+func (a *samplerActor) chainable(s *seqState) bool {
+	return a.cfg.GPU != nil && !a.cfg.NoChain && !s.start.Logits && s.smp.IsGreedy() &&
+		len(s.tokens)+1 < s.start.MaxTokens && s.pos < a.cfg.ContextSize
+}
+
+// chainFirst orders need (and rows with it) so that the chainable
+// sequences come first, and returns how many there are.
+func (a *samplerActor) chainFirst(need []*seqState, rows []int) ([]*seqState, []int, int) {
+	var first, rest []*seqState
+	var firstRows, restRows []int
+	for i, s := range need {
+		if a.chainable(s) {
+			first, firstRows = append(first, s), append(firstRows, rows[i])
+		} else {
+			rest, restRows = append(rest, s), append(restRows, rows[i])
+		}
+	}
+	if len(first) == 0 {
+		return need, rows, 0
+	}
+	return append(first, rest...), append(firstRows, restRows...), len(first)
 }
 
 // arrived accounts for a message's segments and returns the live
@@ -518,10 +557,12 @@ func (a *samplerActor) arrived(ctx actor.Context, m *layer.Activations) (need []
 // candidates, from which the sampler draws here (ids again); only the rows
 // whose caller asked for logits, whose penalties need the whole row, or
 // whose draw fell past the candidates get their logits (a second, rare
-// projection for the last).
-func (a *samplerActor) project(m *layer.Activations, need []*seqState, rows []int) ([][]float32, []int32, error) {
+// projection for the last). The first nc rows are chainable: their next
+// step is sent to the first layer before the ids are waited for, and
+// chained says how many were (all or none).
+func (a *samplerActor) project(ctx actor.Context, m *layer.Activations, need []*seqState, rows []int, nc int) (logits [][]float32, ids []int32, chained int, err error) {
 	c := a.cfg.Model
-	logits := make([][]float32, len(need))
+	logits = make([][]float32, len(need))
 	if gp := a.cfg.GPU; gp != nil {
 		want := make([]gpustep.Want, len(need))
 		for i, s := range need {
@@ -532,9 +573,29 @@ func (a *samplerActor) project(m *layer.Activations, need []*seqState, rows []in
 				want[i].Top, want[i].Temperature = new(sample.Top), s.smp.Temperature()
 			}
 		}
-		ids, err := gp.Project(a.st.g, m.Dev, rows, want)
+		// The rows go back to the pool once the projection is enqueued,
+		// before the chained step leaves (see StartProject), unless a
+		// sampled row may need its logits projected again below.
+		keep := false
+		for _, w := range want {
+			keep = keep || w.Top != nil
+		}
+		if keep {
+			defer gp.Release(m.Dev)
+		}
+		p, err := gp.StartProject(a.st.g, m.Dev, rows, want, a.chainSegs(need[:nc]))
+		if !keep {
+			gp.Release(m.Dev)
+		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
+		}
+		if nc > 0 && a.chain(ctx, p, need[:nc]) {
+			chained = nc
+		}
+		ids, err = p.Wait()
+		if err != nil {
+			return nil, nil, 0, err
 		}
 		var again []int
 		tops := 0
@@ -552,7 +613,7 @@ func (a *samplerActor) project(m *layer.Activations, need []*seqState, rows []in
 		}
 		a.cfg.Stats.TopRows.Add(int64(tops))
 		if len(again) == 0 {
-			return logits, ids, nil
+			return logits, ids, chained, nil
 		}
 		a.cfg.Stats.TopFallbacks.Add(int64(len(again)))
 		sub, subWant := make([]int, len(again)), make([]gpustep.Want, len(again))
@@ -561,7 +622,7 @@ func (a *samplerActor) project(m *layer.Activations, need []*seqState, rows []in
 			subWant[j].Logits = logits[i]
 		}
 		_, err = gp.Project(a.st.g, m.Dev, sub, subWant)
-		return logits, ids, err
+		return logits, ids, chained, err
 	}
 	xs := make([]float32, 0, len(rows)*c.Dim)
 	for _, r := range rows {
@@ -572,12 +633,45 @@ func (a *samplerActor) project(m *layer.Activations, need []*seqState, rows []in
 	for i := range logits {
 		logits[i] = all[i*c.Vocab : (i+1)*c.Vocab]
 	}
-	return logits, nil, nil
+	return logits, nil, 0, nil
+}
+
+// chainSegs are the segments of the next step of chainable sequences: one
+// row each, at the position its token will take.
+func (a *samplerActor) chainSegs(seqs []*seqState) []gpustep.Segment {
+	segs := make([]gpustep.Segment, len(seqs))
+	for i, s := range seqs {
+		segs[i] = gpustep.Segment{Seq: uint64(s.start.Seq), Pos: s.pos, N: 1}
+	}
+	return segs
+}
+
+// chain sends the next step of seqs (the first rows of p, chainable) to
+// the first layer: their tokens embedded on the device from p's picks
+// (chainSegs). It reports whether it did; if not, their steps are queued
+// once the ids are back, as for any row.
+func (a *samplerActor) chain(ctx actor.Context, p *gpustep.Projection, seqs []*seqState) bool {
+	x, err := p.Next()
+	if err != nil {
+		a.cfg.Log.Warn().Err(err).Int("seqs", len(seqs)).Msg("sampler: cannot chain the next step on the device; it waits for the tokens")
+		return false
+	}
+	msg := &layer.Activations{Segs: make([]layer.Segment, len(seqs)), Dev: x}
+	for i, s := range seqs {
+		msg.Segs[i] = layer.Segment{Seq: s.start.Seq, Pos: s.pos, N: 1, Logits: true}
+		s.inflight++
+	}
+	a.cfg.Stats.Messages.Add(1)
+	a.cfg.Stats.Rows.Add(int64(len(seqs)))
+	a.cfg.Stats.Chained.Add(int64(len(seqs)))
+	ctx.Send(a.st.layers[0], msg)
+	return true
 }
 
 // step samples one token for s, as model.Generate does: from logits, or
-// the token id already picked on the device when logits is nil.
-func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32, picked int32) {
+// the token id already picked on the device when logits is nil. chained
+// says that the token's step is in the ring already (chain).
+func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32, picked int32, chained bool) {
 	now := time.Now()
 	first := s.tFirst.IsZero()
 	if first {
@@ -624,6 +718,8 @@ func (a *samplerActor) step(ctx actor.Context, s *seqState, logits []float32, pi
 		a.finish(ctx, s, model.StopMaxTokens, nil)
 	case s.pos >= a.cfg.ContextSize:
 		a.finish(ctx, s, model.StopContext, nil)
+	case chained:
+		s.pos++
 	case a.cfg.GPU != nil:
 		a.queue(ctx, outRow{seg: layer.Segment{Seq: s.start.Seq, Pos: s.pos, N: 1, Logits: true}, ids: []int32{id}})
 		s.pos++

@@ -48,6 +48,7 @@ type pipelineFlags struct {
 	cold         bool
 	maxBatch     int
 	readAhead    string
+	noChain      bool
 }
 
 func (pf *pipelineFlags) register(f *pflag.FlagSet) {
@@ -58,6 +59,7 @@ func (pf *pipelineFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&pf.prefetch, "prefetch", 2, "layers the uploader copies ahead of the one being computed")
 	f.BoolVar(&pf.inline, "inline-layers", false, "run the layer actors on their sender's goroutine (no thread handoff per hop; no overlap between layers)")
 	f.StringVar(&pf.weightBudget, "weight-budget", "0", "most device memory for the blocks' weights, in bytes or with a KiB/MiB/GiB suffix (0: no limit)")
+	f.BoolVar(&pf.noChain, "no-chain", false, "on a GPU, send a greedy sequence's next step only once its token is back on the host (to measure what chaining on the device gains)")
 	f.StringVar(&pf.readAhead, "read-ahead", "auto", "weights read into the page cache in the background from the start, in layer order: auto (up to half the memory), off, or bytes with a KiB/MiB/GiB suffix")
 }
 
@@ -96,6 +98,9 @@ func (pf *pipelineFlags) options(a *app, ctxSize int) ([]forgepipe.Option, error
 	}
 	if pf.inline {
 		opts = append(opts, forgepipe.WithInlineLayers())
+	}
+	if pf.noChain {
+		opts = append(opts, forgepipe.WithoutChaining())
 	}
 	return opts, nil
 }

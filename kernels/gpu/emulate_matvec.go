@@ -283,8 +283,8 @@ func (v mvWeights) dequant(half bool) hip.HostKernel {
 	}
 }
 
-// embed emulates embed_<t>(w, tokens, out, rows, cols, rowBytes): for each
-// of the grid.Y token ids, its row of w dequantised into a row of out, or
+// embed emulates embed_<t>(w, tokens, out, rows, cols, rowBytes, stride):
+// for each of the grid.Y token ids (every stride-th int32), its row of w dequantised into a row of out, or
 // a row of NaN for an id outside [0, rows). The x threads of the grid must
 // cover a row's chunks.
 func (v mvWeights) embed() hip.HostKernel {
@@ -296,8 +296,11 @@ func (v mvWeights) embed() hip.HostKernel {
 		if err := v.checkThreads(l, int64(v.chunksPerRow(m.cols))); err != nil {
 			return err
 		}
-		n := int(l.Grid.Y)
-		tokens, err := hip.HostSlice[int32](l, l.Arg(1).Ptr(), n)
+		n, stride := int(l.Grid.Y), int(l.Arg(6).Int32())
+		if stride < 1 {
+			return fmt.Errorf("embed: stride %d", stride)
+		}
+		tokens, err := hip.HostSlice[int32](l, l.Arg(1).Ptr(), (n-1)*stride+1)
 		if err != nil {
 			return err
 		}
@@ -306,7 +309,8 @@ func (v mvWeights) embed() hip.HostKernel {
 			return err
 		}
 		nan := math.Float32frombits(0x7fc00000)
-		for i, tok := range tokens {
+		for i := range n {
+			tok := tokens[i*stride]
 			o := out[i*m.cols : (i+1)*m.cols]
 			if tok < 0 || int(tok) >= m.rows {
 				for c := range o {

@@ -407,6 +407,8 @@ func TestEmulateDequantize(t *testing.T) {
 	}
 }
 
+func TestEmulatedEmbeddingArgmax(t *testing.T) { checkEmbeddingArgmax(t, emulatedEnv(t, 12)) }
+
 func TestEmulateEmbedding(t *testing.T) {
 	e := emulatedEnv(t, 38)
 	for _, typ := range Types() {

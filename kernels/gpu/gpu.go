@@ -513,16 +513,28 @@ func dequantUnit(t gguf.Type, g geometry) int {
 // token's row of the rows×cols matrix w, dequantised, as a row of out
 // (n×cols float32). An id outside [0, rows) gives a row of NaN.
 func (k *Kernels) Embedding(s hip.Stream, t gguf.Type, w, tokens, out hip.DevicePtr, n, rows, cols int) error {
-	g, rb, err := checkWeights("Embedding", t, w, rows, cols)
+	return k.embedding("Embedding", s, t, w, tokens, 1, out, n, rows, cols)
+}
+
+// EmbeddingArgmax is Embedding of the tokens Argmax picked: the first n
+// rows of its output at picked. The ids never visit the host, so the next
+// step of a greedy sequence can be enqueued before its token is read.
+func (k *Kernels) EmbeddingArgmax(s hip.Stream, t gguf.Type, w, picked, out hip.DevicePtr, n, rows, cols int) error {
+	return k.embedding("EmbeddingArgmax", s, t, w, picked, 2, out, n, rows, cols)
+}
+
+func (k *Kernels) embedding(call string, s hip.Stream, t gguf.Type, w, tokens hip.DevicePtr, stride int, out hip.DevicePtr, n, rows, cols int) error {
+	g, rb, err := checkWeights(call, t, w, rows, cols)
 	if err != nil {
 		return err
 	}
 	if n <= 0 || n > 65535 {
-		return badArg("Embedding", "%d tokens (1..65535)", n)
+		return badArg(call, "%d tokens (1..65535)", n)
 	}
 	per := chunksPerRow(t, g, cols)
 	return k.launch(s, k.fn("embed_"+g.suffix), hip.Dim2(blocks(per, 128), uint32(n)), hip.Dim1(128), 0,
-		hip.Ptr(w), hip.Ptr(tokens), hip.Ptr(out), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb))
+		hip.Ptr(w), hip.Ptr(tokens), hip.Ptr(out), hip.Int32(int32(rows)), hip.Int32(int32(cols)), hip.Int64(rb),
+		hip.Int32(int32(stride)))
 }
 
 // MatMulScratchBytes is the scratch MatMul needs for n activation rows.

@@ -776,3 +776,43 @@ func BenchmarkQuantizeAct(b *testing.B) {
 		})
 	}
 }
+
+func TestEmbeddingArgmax(t *testing.T) { checkEmbeddingArgmax(t, newEnv(t, 12)) }
+
+// checkEmbeddingArgmax picks tokens with Argmax and embeds them from its
+// output: each row must be, bit for bit, the host's embedding of the
+// argmax the host finds (ties included: the first index).
+func checkEmbeddingArgmax(t *testing.T, e *env) {
+	for _, typ := range []gguf.Type{gguf.TypeF32, gguf.TypeF16, gguf.TypeQ8_0, gguf.TypeQ4_K} {
+		vocab, cols := 300, max(typ.BlockSize(), 8)*2
+		data, _ := e.randWeights(typ, vocab, cols)
+		w := e.upload(data)
+		for _, n := range []int{1, 3} {
+			x := e.randVec(n * vocab)
+			want := make([]int, n)
+			for r := range n {
+				row := x[r*vocab : (r+1)*vocab]
+				for i := range row {
+					if row[i] > row[want[r]] {
+						want[r] = i
+					}
+				}
+				if r == 1 { // a tie after the best: the first index must win
+					row[vocab-1] = row[want[r]]
+				}
+			}
+			picked := e.alloc(int64(8 * n))
+			e.check(e.k.Argmax(e.s, picked, e.uploadF32(x), n, vocab))
+			out := e.poisoned(n * cols)
+			e.check(e.k.EmbeddingArgmax(e.s, typ, w, picked, out, n, vocab, cols))
+			got := e.download(out, n*cols)
+			for r := range n {
+				ref := make([]float32, cols)
+				e.check(kernels.Embedding(ref, kernels.Mat{Type: typ, Rows: vocab, Cols: cols, Data: data}, want[r]))
+				if !sameBits(got[r*cols:(r+1)*cols], ref) {
+					t.Errorf("%s n=%d row %d: got %v, want token %d: %v", typ, n, r, got[r*cols:r*cols+4], want[r], ref[:4])
+				}
+			}
+		}
+	}
+}

@@ -123,12 +123,9 @@ func BenchmarkDecodeDirect(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, bl := range blocks {
-			y, err := r.Step(bl, x)
-			if err != nil {
+			if x, err = r.Step(bl, x); err != nil { // in place
 				b.Fatal(err)
 			}
-			r.Release(gpustep.Rows{X: x.X})
-			x = y
 		}
 		ids, err := r.Project(g, x, []int{len(toks) - 1}, nil)
 		if err != nil {
@@ -146,16 +143,58 @@ func BenchmarkDecodeDirect(b *testing.B) {
 	for ; pos < prompt+8; pos++ { // warm up: graphs captured
 		tok = step([]int32{tok}, pos)
 	}
+	// By default each token's step is embedded from the device's pick and
+	// enqueued before the host reads the token, as the sampler chains
+	// greedy rows; FORGEPIPE_CHAIN=0 waits for each token first.
+	chain := os.Getenv("FORGEPIPE_CHAIN") != "0"
+	var x gpustep.Rows
+	if chain {
+		x, err = r.Embed(g, []int32{tok}, []gpustep.Segment{{Seq: seq, Pos: pos, N: 1}})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		if pos >= ctxSize {
+		if pos >= ctxSize-1 {
 			pos = prompt
+			if chain { // start again at the prompt's end, from the host
+				r.Release(x)
+				if x, err = r.Embed(g, []int32{tok}, []gpustep.Segment{{Seq: seq, Pos: pos, N: 1}}); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
-		tok = step([]int32{tok}, pos)
+		if !chain {
+			tok = step([]int32{tok}, pos)
+			pos++
+			continue
+		}
+		for _, bl := range blocks {
+			if x, err = r.Step(bl, x); err != nil { // in place
+				b.Fatal(err)
+			}
+		}
 		pos++
+		p, err := r.StartProject(g, x, []int{0}, nil, []gpustep.Segment{{Seq: seq, Pos: pos, N: 1}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Release(x)
+		if x, err = p.Next(); err != nil {
+			b.Fatal(err)
+		}
+		ids, err := p.Wait()
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok = ids[0]
 	}
 	el := time.Since(start)
+	if chain {
+		r.Release(x)
+	}
 	b.ReportMetric(float64(b.N)/el.Seconds(), "tok/s")
 	st := r.Stats()
 	b.ReportMetric(float64(st.GraphLaunches)/float64(max(1, st.Steps)), "graph-share")

@@ -16,9 +16,9 @@ import (
 
 // graphKey is what a captured step depends on.
 type graphKey struct {
-	b            *Block
-	in, out, met hip.DevicePtr
-	n            int
+	b       *Block
+	x, meta hip.DevicePtr
+	n       int
 }
 
 // graphCache holds captured steps and counts the steps seen once.
@@ -39,12 +39,12 @@ const maxGraphs = 4096
 
 // launchBlock enqueues a block step, through a graph when it repeats.
 // Called under mu.
-func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int, prefill bool) error {
+func (r *Runtime) launchBlock(b *Block, x, meta hip.DevicePtr, n int, prefill bool) error {
 	if r.opts.NoGraphs || prefill || !r.capturable(b, n) {
-		return r.enqueueBlock(b, in, out, meta, n, prefill)
+		return r.enqueueBlock(b, x, meta, n, prefill)
 	}
 	c := &r.graphs
-	key := graphKey{b, in, out, meta, n}
+	key := graphKey{b, x, meta, n}
 	if g := c.graphs[key]; g != nil {
 		r.stats.GraphLaunches++
 		return g.Launch(r.stream)
@@ -57,7 +57,7 @@ func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int, pref
 		if len(c.seen) > maxGraphs {
 			c.seen = make(map[graphKey]int)
 		}
-		return r.enqueueBlock(b, in, out, meta, n, false)
+		return r.enqueueBlock(b, x, meta, n, false)
 	}
 	if len(c.graphs) >= maxGraphs {
 		c.clear()
@@ -66,7 +66,7 @@ func (r *Runtime) launchBlock(b *Block, in, out, meta hip.DevicePtr, n int, pref
 	if err := r.stream.BeginCapture(); err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
-	err := r.enqueueBlock(b, in, out, meta, n, false)
+	err := r.enqueueBlock(b, x, meta, n, false)
 	g, endErr := r.stream.EndCapture()
 	if err != nil {
 		if g != nil {

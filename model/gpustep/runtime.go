@@ -382,24 +382,49 @@ func (r *Runtime) Concat(parts []Rows, segs []Segment) (Rows, error) {
 // batch makes the rows of a new batch of n rows: their metadata for segs
 // (followed by tail) uploaded, then fill enqueued to write the activations.
 func (r *Runtime) batch(call string, segs []Segment, n int, tail []byte, fill func(x, meta hip.DevicePtr) error) (Rows, error) {
+	nb, err := r.newBatch(segs, n, tail)
+	if err != nil {
+		return Rows{}, err
+	}
+	return nb.fill(call, fill)
+}
+
+// newBatch is a batch whose buffers are taken from the pool and whose
+// metadata is made, but nothing enqueued yet.
+type newBatch struct {
+	r    *Runtime
+	rows Rows
+	host []byte
+}
+
+func (r *Runtime) newBatch(segs []Segment, n int, tail []byte) (*newBatch, error) {
 	mb := gpu.RowMetaBytes(n)
 	host := make([]byte, mb+int64(len(tail)))
 	copy(host[mb:], tail)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.meta(host, segs, n); err != nil {
-		return Rows{}, err
+		return nil, err
 	}
 	meta, err := r.pool.get(int64(len(host)))
 	if err != nil {
-		return Rows{}, err
+		return nil, err
 	}
 	x, err := r.pool.get(int64(n * r.cfg.Dim * 4))
 	if err != nil {
 		r.pool.put(meta)
-		return Rows{}, err
+		return nil, err
 	}
-	err = r.stage.upload(r.stream, meta, host)
+	return &newBatch{r: r, rows: Rows{X: x, Meta: meta, N: n, Chunked: chunked(segs)}, host: host}, nil
+}
+
+// fill uploads the batch's metadata and enqueues fill to write its
+// activations; on failure the buffers go back to the pool.
+func (nb *newBatch) fill(call string, fill func(x, meta hip.DevicePtr) error) (Rows, error) {
+	r, x, meta := nb.r, nb.rows.X, nb.rows.Meta
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err := r.stage.upload(r.stream, meta, nb.host)
 	if err == nil {
 		err = fill(x, meta)
 	}
@@ -408,35 +433,32 @@ func (r *Runtime) batch(call string, segs []Segment, n int, tail []byte, fill fu
 		r.pool.put(x)
 		return Rows{}, fmt.Errorf("gpustep: %s: %w", call, err)
 	}
-	return Rows{X: x, Meta: meta, N: n, Chunked: chunked(segs)}, nil
+	return nb.rows, nil
 }
 
 // ------------------------------------------------------------ block step
 
-// Step enqueues block b over the batch in and returns its output rows: new
-// activations with in's metadata. in is left as it was (a crashed step can
-// run again); the caller releases in.X, not in.Meta, which the output keeps.
+// Step enqueues block b over the batch in, in place: in's activations
+// become the block's output, and in is returned. A batch keeps its
+// buffers from the first layer to the last, so a one-row step's graph
+// (keyed by its buffers) is the same every token of a sequence.
 func (r *Runtime) Step(b *Block, in Rows) (Rows, error) {
 	if in.N <= 0 || in.N > r.opts.MaxBatch {
 		return Rows{}, fmt.Errorf("gpustep: step of %d rows (1..%d)", in.N, r.opts.MaxBatch)
 	}
-	out, err := r.pool.get(int64(in.N * r.cfg.Dim * 4))
-	if err != nil {
-		return Rows{}, err
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats.Steps++
-	err = r.around(b.Layer, in.N, func() error { return r.launchBlock(b, in.X, out, in.Meta, in.N, in.Chunked) })
+	err := r.around(b.Layer, in.N, func() error { return r.launchBlock(b, in.X, in.Meta, in.N, in.Chunked) })
 	if err != nil {
-		r.pool.put(out)
 		return Rows{}, fmt.Errorf("gpustep: layer %d: %w", b.Layer, err)
 	}
-	return Rows{X: out, Meta: in.Meta, N: in.N, Chunked: in.Chunked}, nil
+	return in, nil
 }
 
-// enqueueBlock enqueues one block: out = in + attention(in), then
-// out += ffn(out). One row rotates its query and key and stores its key
+// enqueueBlock enqueues one block over the rows x, in place: x +=
+// attention(x), then x += ffn(x). Nothing reads the block's input after
+// the products that add the residual to it have read it. One row rotates its query and key and stores its key
 // and value inside the attention (AttentionRowsRope). One row with 8-bit
 // activations takes the fused kernels:
 // the norms quantise their output, the attention's merge quantises its
@@ -444,8 +466,9 @@ func (r *Runtime) Step(b *Block, in Rows) (Rows, error) {
 // in + O·att; or else the second norm does), SwiGLU quantises for the down
 // projection, and that adds its residual too (out += down·h), each
 // bit for bit what the separate kernels give. Called under mu.
-func (r *Runtime) enqueueBlock(b *Block, in, out, meta hip.DevicePtr, n int, prefill bool) error {
+func (r *Runtime) enqueueBlock(b *Block, x, meta hip.DevicePtr, n int, prefill bool) error {
 	c, k, s, sc := r.cfg, r.k, r.stream, &r.s
+	in, out := x, x
 	dim, qdim, kvdim, ffn := c.Dim, c.QDim(), c.KVDim(), c.FFN
 	q := sc.qkv
 	kk := q.Add(int64(n * qdim * 4))
@@ -710,10 +733,39 @@ const TopCandidates = gpu.TopKMax
 // candidates. It waits for the device: only the sampler calls it, for
 // tokens it needs now.
 func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32, error) {
+	p, err := r.StartProject(g, x, rows, want, nil)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait()
+}
+
+// Projection is a projection enqueued by StartProject whose results the
+// host has not read yet. Until its Wait, no other projection can start.
+type Projection struct {
+	r       *Runtime
+	n, k    int
+	want    []Want
+	tops    bool
+	next    Rows
+	nextErr error
+	waited  bool
+}
+
+// StartProject enqueues what Project does and returns without waiting for
+// the device; the caller must call the projection's Wait, once. With
+// chain, the tokens picked for the first len(chain) rows are embedded on
+// the device as a new batch of one row per segment of chain (Next): the
+// next step of greedy sequences, enqueued before their tokens are known
+// here. Every buffer StartProject takes from the pool is back in it when
+// it returns, so that what the pool hands out next does not depend on
+// when the caller waits (steps are captured as graphs keyed by their
+// buffers).
+func (r *Runtime) StartProject(g *Globals, x Rows, rows []int, want []Want, chain []Segment) (*Projection, error) {
 	c := r.cfg
 	n := len(rows)
 	if n == 0 {
-		return nil, nil
+		return &Projection{r: r, waited: true, nextErr: errors.New("gpustep: chain of an empty projection")}, nil
 	}
 	if want != nil && len(want) != n {
 		return nil, fmt.Errorf("gpustep: logits: %d rows but %d wants", n, len(want))
@@ -738,8 +790,27 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32,
 	if tops {
 		need += int64(n) * gpu.TopKRowBytes(k)
 	}
+	p := &Projection{r: r, n: n, k: k, want: want, tops: tops, nextErr: errors.New("gpustep: no chain asked for")}
+	// The chained batch's buffers are taken first and the projection's
+	// given back last: the projection's then come back the same every
+	// token, and two chained batches alternate.
+	var next *newBatch
+	if len(chain) > 0 {
+		next, p.nextErr = r.chainBatch(n, chain)
+	}
 	r.downMu.Lock()
-	defer r.downMu.Unlock()
+	var bufs projectBufs
+	defer bufs.release(r.pool) // every use is enqueued by then
+	ok := false
+	defer func() {
+		if !ok {
+			r.downMu.Unlock()
+			if next != nil {
+				r.pool.put(next.rows.X)
+				r.pool.put(next.rows.Meta)
+			}
+		}
+	}()
 	if r.down == nil || int64(len(r.down.Bytes())) < need {
 		if r.down != nil {
 			if err := r.down.Free(); err != nil {
@@ -753,8 +824,6 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32,
 		}
 		r.down = hb
 	}
-	var bufs projectBufs
-	defer bufs.release(r.pool)
 	sizes := []sized{
 		{&bufs.gather, int64(n * c.Dim * 4)},
 		{&bufs.logits, int64(n) * int64(c.Vocab) * 4},
@@ -767,12 +836,12 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32,
 			sized{&bufs.invT, int64(4 * n)})
 	}
 	for _, sz := range sizes {
-		p, err := r.pool.get(sz.size)
+		d, err := r.pool.get(sz.size)
 		if err != nil {
 			return nil, err
 		}
-		*sz.p = p
-		bufs.held = append(bufs.held, p)
+		*sz.p = d
+		bufs.held = append(bufs.held, d)
 	}
 
 	r.mu.Lock()
@@ -784,6 +853,50 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32,
 	if err != nil {
 		return nil, fmt.Errorf("gpustep: logits: %w", err)
 	}
+	ok = true
+	if next != nil {
+		// The tokens Argmax picked for the first rows, embedded.
+		t, m := g.TokenEmbd, next.rows.N
+		p.next, p.nextErr = next.fill("chain", func(x, _ hip.DevicePtr) error {
+			return r.k.EmbeddingArgmax(r.stream, t.Type, t.W, bufs.ids, x, m, t.Rows, t.Cols)
+		})
+	}
+	return p, nil
+}
+
+// chainBatch takes the buffers of the batch chained to the first
+// len(segs) of n projected rows: one row per segment.
+func (r *Runtime) chainBatch(n int, segs []Segment) (*newBatch, error) {
+	m := len(segs)
+	if m > n || m > r.opts.MaxBatch {
+		return nil, fmt.Errorf("gpustep: chain %d rows of a projection of %d", m, n)
+	}
+	for _, sg := range segs {
+		if sg.N != 1 {
+			return nil, fmt.Errorf("gpustep: chain a segment of %d rows (one each)", sg.N)
+		}
+	}
+	return r.newBatch(segs, m, nil)
+}
+
+// Next returns the chained batch StartProject enqueued, which the caller
+// releases as Embed's, or why there is none. Whatever the caller later
+// learns of the tokens (an end of generation), that batch's embedding is
+// already queued.
+func (p *Projection) Next() (Rows, error) { return p.next, p.nextErr }
+
+// Wait waits for the projection and returns each row's most likely token;
+// the rows' wants are filled in.
+func (p *Projection) Wait() ([]int32, error) {
+	if p.waited {
+		if p.n == 0 {
+			return nil, nil
+		}
+		return nil, errors.New("gpustep: a projection waited for twice")
+	}
+	r, c, n := p.r, p.r.cfg, p.n
+	p.waited = true
+	defer r.downMu.Unlock()
 	if err := r.done.Synchronize(context.Background()); err != nil {
 		return nil, fmt.Errorf("gpustep: logits: %w", err)
 	}
@@ -798,17 +911,17 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32,
 		out[i] = int32(binary.LittleEndian.Uint32(hb[8*i:]))
 	}
 	off := 8 * n
-	for _, w := range want {
+	for _, w := range p.want {
 		if w.Logits != nil {
 			copy(w.Logits, unsafe.Slice((*float32)(unsafe.Pointer(&hb[off])), c.Vocab))
 			off += 4 * c.Vocab
 		}
 	}
-	if tops {
-		rb := int(gpu.TopKRowBytes(k))
-		for i, w := range want {
+	if p.tops {
+		rb := int(gpu.TopKRowBytes(p.k))
+		for i, w := range p.want {
 			if w.Top != nil {
-				readTop(w.Top, hb[off+i*rb:off+(i+1)*rb], k, c.Vocab)
+				readTop(w.Top, hb[off+i*rb:off+(i+1)*rb], p.k, c.Vocab)
 			}
 		}
 	}

@@ -28,6 +28,9 @@
 #            none), rounds interleaved: e.g. programmatic dependent launch
 #            on (FORGEPIPE_PDL=1) or with weight prefetch as well
 #            (FORGEPIPE_PREFETCH_WEIGHTS=1) against the default
+#   abpipe   pipeline bench (decode at batch 1 after 512 prompt tokens) under each of
+#            $PIPE_AB (bench flags, "," between flags of one entry, "-" for none) on
+#            $AB_MODELS, rounds interleaved: e.g. PIPE_AB="- --no-chain"
 #   ncu      every kernel of whole decode tokens of BenchmarkDecodeDirect under
 #            Nsight Compute (durations with caches flushed, DRAM bytes), summed
 #            per kernel by scripts/device/ncu-summary.py, against the step time
@@ -58,9 +61,10 @@ summ() {
   python3 -c '
 import json,sys
 r=json.load(open(sys.argv[1])); x=r["reps"][-1]
-print("%-22s %-7s prompt %5d: %9.0f tok/s | decode %7.1f tok/s %7.0f GB/s | c=%-2d aggregate %8.1f tok/s | ttft %.1f ms | %s" % (
+g=r.get("gpu") or {}
+print("%-22s %-7s prompt %5d: %9.0f tok/s | decode %7.1f tok/s %7.0f GB/s | c=%-2d aggregate %8.1f tok/s | ttft %.1f ms | graphs %s/%s steps, %s captured | %s" % (
   sys.argv[2], r["mode"], r["prompt_tokens"], x["prompt_tok_s"], x["decode_tok_s"], x.get("decode_gb_s",0),
-  r["concurrency"], x["aggregate_tok_s"], x["ttft_ms"], r["device"]))' "$1" "$2"
+  r["concurrency"], x["aggregate_tok_s"], x["ttft_ms"], g.get("GraphLaunches","-"), g.get("Steps","-"), g.get("GraphCaptures","-"), r["device"]))' "$1" "$2"
 }
 bench() { # name model args...
   local name=$1 m=$2; shift 2
@@ -68,7 +72,7 @@ bench() { # name model args...
     summ "$OUT/$name.json" "$name" || { echo "$name FAILED"; tail -5 "$OUT/$name.log"; rc=1; }
 }
 
-if has decode || has cold || has conc || has trace || has direct || has ab || has ncu; then
+if has decode || has cold || has conc || has trace || has direct || has ab || has abpipe || has ncu; then
   (for t in $TYPES; do gen 1b "$t" >/dev/null; done; [[ -n $BIG ]] && gen "${BIG%-*}" "${BIG#*-}" >/dev/null) &
   gen_pid=$!
 fi
@@ -156,11 +160,24 @@ if has ab; then
   for m in ${AB_MODELS:-1b-q8_0 $BIG}; do
     f=/tmp/$m.gguf
     [[ -f $f && -x $DIR/gpustep.test ]] || continue
-    for round in 1 2 3; do
+    for round in $(seq ${ROUNDS:-3}); do
       for e in ${AB:-- FORGEPIPE_PDL=1 FORGEPIPE_PDL=1,FORGEPIPE_PREFETCH_WEIGHTS=1}; do
         [[ $e == - ]] && e=
         env ${e//,/ } FORGEPIPE_BENCH_MODEL=$f "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 256x 2>&1 |
           grep -E "tok/s|FAIL|panic" | sed "s/^/$m ${e:-default} round $round: /"
+      done
+    done
+  done
+fi
+
+if has abpipe; then
+  for m in ${AB_MODELS:-1b-q8_0 $BIG}; do
+    f=/tmp/$m.gguf
+    [[ -f $f ]] || continue
+    for round in $(seq ${ROUNDS:-3}); do
+      for e in ${PIPE_AB:-- --no-chain}; do
+        [[ $e == - ]] && e=
+        bench "ab-$m-${e//[ ,]/}-$round" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 2 --max-batch 512 ${e//,/ }
       done
     done
   done

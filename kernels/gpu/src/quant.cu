@@ -18,7 +18,7 @@
 //   dequant_<t>_f32  whole matrix to float32 (tests, embedding rows)
 //   dequant_<t>_f16  whole matrix to half, the scratch for cuBLAS/hipBLAS
 //                    GEMM in prompt processing
-//   embed_<t>        rows picked by token ids, to float32
+//   embed_<t>        rows picked by token ids (or argmax's output), to float32
 #include "compat.h"
 
 #define MV_THREADS 128
@@ -876,16 +876,17 @@ FP_DEVICE void dequant(const u8* __restrict__ w, void* __restrict__ out, int row
 	dequant_units<T, HALF, true>((const u8*)stage + o, out, q0, nb, rowBytes, nblk, total);
 }
 
-// embed: out row t = row tokens[t] of w, dequantised; a token outside
-// [0, rows) gives a row of NaN rather than a read out of bounds.
+// embed: out row t = row tokens[t·stride] of w, dequantised (stride 2
+// reads the ids of argmax_f32's output); a token outside [0, rows) gives a
+// row of NaN rather than a read out of bounds.
 template <class T>
-FP_DEVICE void embed(const u8* __restrict__ w, const i32* __restrict__ tokens, float* __restrict__ out,
+FP_DEVICE void embed(const u8* __restrict__ w, const i32* __restrict__ tokens, int stride, float* __restrict__ out,
                      int rows, int cols, long long rowBytes) {
 	const int t = blockIdx.y;
 	const int per = (cols / T::QK) * T::CPB;
 	const int i = blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= per) return;
-	const int tok = tokens[t];
+	const int tok = tokens[(long long)t * stride];
 	const int blk = i / T::CPB, c = i % T::CPB;
 	float v[T::VPC];
 	if (tok < 0 || tok >= rows) {
@@ -937,9 +938,10 @@ FP_DEVICE void embed(const u8* __restrict__ w, const i32* __restrict__ tokens, f
 		dequant<T, true>(w, out, rows, cols, rowBytes);                                                \
 	}                                                                                                  \
 	FP_KERNEL void embed_##name(const u8* __restrict__ w, const i32* __restrict__ tokens,              \
-	                            float* __restrict__ out, int rows, int cols, long long rowBytes) {     \
+	                            float* __restrict__ out, int rows, int cols, long long rowBytes,       \
+	                            int stride) {                                                          \
 		FP_GRID_LAUNCH_DEPENDENTS(); FP_GRID_WAIT();                                                   \
-		embed<T>(w, tokens, out, rows, cols, rowBytes);                                                \
+		embed<T>(w, tokens, stride, out, rows, cols, rowBytes);                                        \
 	}
 
 FP_TYPE(f32, TF32)
