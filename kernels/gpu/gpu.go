@@ -91,7 +91,7 @@ type Kernels struct {
 	mv  map[mvKey]hip.Function // matvec kernels, looked up without formatting a name per call
 	mvt mvTune                 // launch choices the benchmarks override
 
-	dependent bool // launches are dependent (launch.go): FORGEPIPE_PDL=1
+	dependent bool // launches are dependent (launch.go) unless FORGEPIPE_PDL=0
 }
 
 // mvTune holds matrix-vector launch choices that tests and benchmarks
@@ -180,6 +180,11 @@ func load(dev hip.Device) (*Kernels, error) {
 		// matvec8's blocks prefetch their weights into the L2 while they
 		// wait for the kernel ahead (compat.h, FP_GRID_WAIT_PREFETCH).
 		opts = append(opts, "-DFP_PREFETCH_WEIGHTS=1")
+	}
+	if os.Getenv("FORGEPIPE_PDL_EARLY") == "1" {
+		// dependent launches triggered as blocks begin, not as they end
+		// (compat.h, FP_PDL_EARLY)
+		opts = append(opts, "-DFP_PDL_EARLY=1")
 	}
 	mod, err := dev.LoadModule(hip.ModuleSpec{Name: "forgepipe-kernels", Source: Source(), Options: opts})
 	if err != nil {

@@ -8,10 +8,10 @@ import (
 )
 
 // launch enqueues kernel f of the module on s. Every launch of the
-// package goes through it, as a dependent launch (hip.LaunchConfig) when
-// FORGEPIPE_PDL=1 was set when the module was loaded: on GPUs that have
-// programmatic dependent launch (CUDA sm_90 and later) a kernel's blocks
-// are then scheduled while the kernel before it drains. That is safe
+// package goes through it, as a dependent launch (hip.LaunchConfig)
+// unless FORGEPIPE_PDL=0 was set when the module was loaded: on GPUs that
+// have programmatic dependent launch (CUDA sm_90 and later) a kernel's
+// blocks are then scheduled as the kernel before it drains. That is safe
 // because every kernel of src/*.cu begins with FP_GRID_LAUNCH_DEPENDENTS()
 // and FP_GRID_WAIT(), before any global memory access
 // (TestKernelsWaitFirst): a kernel touches nothing before the work ahead
@@ -19,17 +19,18 @@ import (
 // it either. BLAS calls (MatMul) are ordinary launches and keep full
 // stream order.
 //
-// It is off by default: on an H100 a decode step was 1.5–2.5 % slower
-// with it (BenchmarkDecodeDirect, 1B Q8_0 and 8B Q4_K, rounds
-// interleaved; NOTES.md), although 16 empty kernels in a graph ran in
-// 12.5 µs against 19.9 µs.
+// When the next kernel is launched is compat.h's choice: as this one's
+// blocks end (the default) or as they begin (FORGEPIPE_PDL_EARLY=1). On
+// an H100 (BenchmarkDecodeDirect, 1B Q8_0 and 8B Q4_K, rounds
+// interleaved; NOTES.md) the late trigger made a decode step 1-2 %
+// faster than ordinary launches, the early one 3.5-6 % slower.
 func (k *Kernels) launch(s hip.Stream, f hip.Function, grid, block hip.Dim3, sharedMem uint32, args ...hip.Arg) error {
 	return s.LaunchEx(f, hip.LaunchConfig{Grid: grid, Block: block, SharedMem: sharedMem, Dependent: k.dependent}, args...)
 }
 
-// dependentFromEnv reports whether launches are dependent: only with
-// FORGEPIPE_PDL=1 (for A/B timing).
-func dependentFromEnv() bool { return os.Getenv("FORGEPIPE_PDL") == "1" }
+// dependentFromEnv reports whether launches are dependent: unless
+// FORGEPIPE_PDL=0 (for A/B timing).
+func dependentFromEnv() bool { return os.Getenv("FORGEPIPE_PDL") != "0" }
 
 // envInt is the integer in environment variable name, or def when it is
 // unset or not an integer (A/B switches for timing).

@@ -166,7 +166,7 @@ func TestLaunchesDependent(t *testing.T) {
 	for _, tc := range []struct {
 		env  string
 		want bool
-	}{{"", false}, {"1", true}, {"0", false}} {
+	}{{"", true}, {"1", true}, {"0", false}} {
 		t.Run("FORGEPIPE_PDL="+tc.env, func(t *testing.T) {
 			t.Setenv("FORGEPIPE_PDL", tc.env)
 			e := emulatedEnv(t, 1)

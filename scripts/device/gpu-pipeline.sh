@@ -26,7 +26,7 @@
 #            $DIR/gpustep.test) against the pipeline's decode: the actors' cost
 #   ab       BenchmarkDecodeDirect under each of $AB (env settings, "-" for
 #            none), rounds interleaved: e.g. programmatic dependent launch
-#            on (FORGEPIPE_PDL=1) or with weight prefetch as well
+#            off (FORGEPIPE_PDL=0), triggered early (FORGEPIPE_PDL_EARLY=1) or with weight prefetch
 #            (FORGEPIPE_PREFETCH_WEIGHTS=1) against the default
 #   abpipe   pipeline bench (decode at batch 1 after 512 prompt tokens) under each of
 #            $PIPE_AB (bench flags, "," between flags of one entry, "-" for none) on
@@ -161,7 +161,7 @@ if has ab; then
     f=/tmp/$m.gguf
     [[ -f $f && -x $DIR/gpustep.test ]] || continue
     for round in $(seq ${ROUNDS:-3}); do
-      for e in ${AB:-- FORGEPIPE_PDL=1 FORGEPIPE_PDL=1,FORGEPIPE_PREFETCH_WEIGHTS=1}; do
+      for e in ${AB:-- FORGEPIPE_PDL=0 FORGEPIPE_PDL_EARLY=1 FORGEPIPE_PREFETCH_WEIGHTS=1}; do
         [[ $e == - ]] && e=
         env ${e//,/ } FORGEPIPE_BENCH_MODEL=$f "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 256x 2>&1 |
           grep -E "tok/s|FAIL|panic" | sed "s/^/$m ${e:-default} round $round: /"

@@ -1033,6 +1033,7 @@ FP_DEVICE void matvec8(const u8* __restrict__ w, const i8* __restrict__ xq, floa
 			}
 		}
 	}
+	FP_GRID_LAUNCH_DEPENDENTS_LATE(); // every product is summed (FP_PDL_LATE)
 	__shared__ float part[MV_WARPS][R];
 	const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 #pragma unroll
