@@ -514,16 +514,18 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 		}
 	}
 	// Together: the chained steps of many sequences still share steps.
+	before := chained.Stats().Layers[0].Batches
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
-			o := gen(chained, forgepipe.Request{Prompt: fmt.Sprintf("Tom and Sue had %d", i), MaxTokens: 24 / mode.scale})
+			o := gen(chained, forgepipe.Request{Prompt: fmt.Sprintf("Tom and Sue had %d", i), MaxTokens: 32})
 			if len(o.tokens) == 0 {
 				t.Errorf("sequence %d: no tokens", i)
 			}
 		})
 	}
 	wg.Wait()
+	t.Logf("8 sequences of %d tokens together: %d steps of the first layer", 32, chained.Stats().Layers[0].Batches-before)
 	for name, p := range map[string]*forgepipe.Pipeline{"chained": chained, "waiting": waiting} {
 		st := p.Stats()
 		multi := int64(0)

@@ -470,7 +470,10 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 	if tr := a.cfg.Trace; tr != nil {
 		t0 = tr.Now()
 	}
-	need, rows, nc := a.chainFirst(need, rows)
+	nc := 0
+	if a.chainNow() {
+		need, rows, nc = a.chainFirst(need, rows)
+	}
 	logits, ids, chained, err := a.project(ctx, m, need, rows, nc)
 	a.cfg.Stats.LogitRows.Add(int64(len(need)))
 	if tr := a.cfg.Trace; tr != nil {
@@ -504,6 +507,24 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 func (a *samplerActor) chainable(s *seqState) bool {
 	return a.cfg.GPU != nil && !a.cfg.NoChain && !s.start.Logits && s.smp.IsGreedy() &&
 		len(s.tokens)+1 < s.start.MaxTokens && s.pos < a.cfg.ContextSize
+}
+
+// chainNow reports whether the rows of the message being handled may
+// chain: only when nothing else is in the ring (no other message's rows,
+// no rows waiting to be flushed). A chained message circulates as it is,
+// so rows that came back in two messages would stay two steps a layer
+// for good; queued and flushed instead, they are packed into one message
+// again (with a new prompt's rows too), and the next round chains.
+func (a *samplerActor) chainNow() bool {
+	if a.cfg.GPU == nil || a.cfg.NoChain || len(a.st.out) > 0 {
+		return false
+	}
+	for _, s := range a.st.seqs {
+		if s.inflight > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // chainFirst orders need (and rows with it) so that the chainable
