@@ -4,7 +4,9 @@
 // rows that need logits, samples each sequence with its own parameters,
 // streams the token to the sequence's caller, and sends the embedded token
 // back to the first layer. Everything ready at the same moment goes out as
-// one message so the layers compute it as one batch. It ends a sequence on
+// one message so the layers compute it as one batch. On a GPU a greedy
+// sequence's next step leaves before its token reaches the host: the
+// device embeds the token it picked (chainable). It ends a sequence on
 // an end-of-generation token, a stop string, the token limit, a full context
 // or a Cancel, and frees the sequence's KV cache in every layer once none of
 // its activations are in flight.

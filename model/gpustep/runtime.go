@@ -15,8 +15,10 @@
 // Activations are float32 rows on the device. A batch's row metadata
 // (each row's position and its sequence's KV block: kernels/gpu
 // RowMetaBytes) is written once by the sampler and travels with the rows
-// through every layer, so a block's step depends only on its row count
-// and buffers: a decode step has the same launches every token.
+// through every layer, and a block's step writes its output over its
+// input, so a batch keeps its buffers from the first layer to the last:
+// a block's step depends only on its row count and buffers, and a decode
+// step has the same launches every token.
 package gpustep
 
 import (
