@@ -498,6 +498,45 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 	if stops == 0 {
 		t.Error("no sequence was ended by a stop string")
 	}
+	// The limits known beforehand: a token limit of one and two (nothing or
+	// one step chained) and a context that fills up.
+	for _, n := range []int{1, 2} {
+		r := forgepipe.Request{Prompt: "Once upon a time", MaxTokens: n}
+		a, b := gen(chained, r), gen(waiting, r)
+		same(fmt.Sprintf("%d tokens", n), a, b)
+		if len(a.tokens) != n || a.stop != model.StopMaxTokens {
+			t.Errorf("%d tokens: got %d, stopped by %s", n, len(a.tokens), a.stop)
+		}
+	}
+	small, smallWaiting := open(forgepipe.WithContextSize(24)), open(forgepipe.WithContextSize(24), forgepipe.WithoutChaining())
+	r := forgepipe.Request{Prompt: "Once upon a time there was a little girl", MaxTokens: 100}
+	a := gen(small, r)
+	same("a full context", a, gen(smallWaiting, r))
+	if a.stop != model.StopContext {
+		t.Errorf("a context of 24: stopped by %s after %d tokens", a.stop, len(a.tokens))
+	}
+	// A cancel while the next step is in flight: the sequence is freed once
+	// that step is back.
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := chained.Generate(ctx, forgepipe.Request{Prompt: "Once upon a time", MaxTokens: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := st.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	for {
+		if _, err := st.Next(); err != nil {
+			break
+		}
+	}
+	if _, err := st.Result(); err == nil {
+		t.Error("a cancelled sequence ended without an error")
+	}
+
 	// Chained steps keep their graphs: a sequence's rows keep their buffers
 	// through the layers, and two chained batches alternate, so once two
 	// sequences have run, a third captures nothing and every decode step
@@ -526,7 +565,7 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 	}
 	wg.Wait()
 	t.Logf("8 sequences of %d tokens together: %d steps of the first layer", 32, chained.Stats().Layers[0].Batches-before)
-	for name, p := range map[string]*forgepipe.Pipeline{"chained": chained, "waiting": waiting} {
+	for name, p := range map[string]*forgepipe.Pipeline{"chained": chained, "waiting": waiting, "chained, small context": small} {
 		st := p.Stats()
 		multi := int64(0)
 		for _, l := range st.Layers {
@@ -534,7 +573,7 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 		}
 		t.Logf("%s: %d tokens, %d rows chained, %d shared steps", name, st.Sampler.Tokens, st.Sampler.Chained, multi)
 		switch {
-		case name == "chained" && st.Sampler.Chained == 0:
+		case name != "waiting" && st.Sampler.Chained == 0:
 			t.Errorf("no row was chained")
 		case name == "chained" && multi == 0:
 			t.Errorf("8 chained sequences never shared a step")
