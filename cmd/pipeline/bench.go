@@ -60,6 +60,7 @@ type benchReport struct {
 	Uploader     *forgepipe.UploaderStats `json:"uploader,omitempty"`
 	MaxBatchRows int64                    `json:"max_batch_rows,omitempty"`
 	GPU          *forgepipe.GPUStats      `json:"gpu,omitempty"`
+	Sampler      *forgepipe.SamplerStats  `json:"sampler,omitempty"` // Chained: rows whose step left before their token was read
 	Trace        *benchTrace              `json:"trace,omitempty"`
 }
 
@@ -257,6 +258,7 @@ func (a *app) bench(ctx context.Context, fl *benchFlags) error {
 		st := pipe.Stats()
 		rep.Uploader = &st.Uploader
 		rep.GPU = st.GPU
+		rep.Sampler = &st.Sampler
 		for _, l := range st.Layers {
 			rep.MaxBatchRows = max(rep.MaxBatchRows, l.MaxBatchRows)
 		}

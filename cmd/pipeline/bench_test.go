@@ -41,6 +41,10 @@ func TestBenchJSON(t *testing.T) {
 		if mode == nil && (rep.Uploader == nil || rep.Uploader.Uploads == 0) {
 			t.Errorf("bench: no uploader counters: %+v", rep.Uploader)
 		}
+		// 3 sequences × 2 reps × 4 tokens, on the host: nothing chained.
+		if mode == nil && (rep.Sampler == nil || rep.Sampler.Tokens != 24 || rep.Sampler.Chained != 0) {
+			t.Errorf("bench: sampler counters %+v, want 24 tokens, none chained", rep.Sampler)
+		}
 	}
 	if res := pipeline(t, "bench", "--model", model, "--concurrency", "0"); res.code != 1 {
 		t.Errorf("--concurrency 0: exit %d", res.code)

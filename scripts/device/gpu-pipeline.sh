@@ -61,10 +61,11 @@ summ() {
   python3 -c '
 import json,sys
 r=json.load(open(sys.argv[1])); x=r["reps"][-1]
-g=r.get("gpu") or {}
-print("%-22s %-7s prompt %5d: %9.0f tok/s | decode %7.1f tok/s %7.0f GB/s | c=%-2d aggregate %8.1f tok/s | ttft %.1f ms | graphs %s/%s steps, %s captured | %s" % (
+g, s = r.get("gpu") or {}, r.get("sampler") or {}
+print("%-22s %-7s prompt %5d: %9.0f tok/s | decode %7.1f tok/s %7.0f GB/s | c=%-2d aggregate %8.1f tok/s | ttft %.1f ms | graphs %s/%s steps, %s captured | %s of %s rows chained | %s" % (
   sys.argv[2], r["mode"], r["prompt_tokens"], x["prompt_tok_s"], x["decode_tok_s"], x.get("decode_gb_s",0),
-  r["concurrency"], x["aggregate_tok_s"], x["ttft_ms"], g.get("GraphLaunches","-"), g.get("Steps","-"), g.get("GraphCaptures","-"), r["device"]))' "$1" "$2"
+  r["concurrency"], x["aggregate_tok_s"], x["ttft_ms"], g.get("GraphLaunches","-"), g.get("Steps","-"), g.get("GraphCaptures","-"),
+  s.get("Chained","-"), s.get("Tokens","-"), r["device"]))' "$1" "$2"
 }
 bench() { # name model args...
   local name=$1 m=$2; shift 2
