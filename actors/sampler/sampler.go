@@ -613,10 +613,17 @@ func (a *samplerActor) project(ctx actor.Context, m *layer.Activations, need []*
 		if err != nil {
 			return nil, nil, 0, err
 		}
+		waited := false
+		defer func() {
+			if !waited { // a panic in between: the next projection must not wait for this one's lock
+				_, _ = p.Wait()
+			}
+		}()
 		if nc > 0 && a.chain(ctx, p, need[:nc]) {
 			chained = nc
 		}
 		ids, err = p.Wait()
+		waited = true
 		if err != nil {
 			return nil, nil, 0, err
 		}
