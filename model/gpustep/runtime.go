@@ -459,9 +459,11 @@ func (r *Runtime) Step(b *Block, in Rows) (Rows, error) {
 }
 
 // enqueueBlock enqueues one block over the rows x, in place: x +=
-// attention(x), then x += ffn(x). Nothing reads the block's input after
-// the products that add the residual to it have read it. One row rotates its query and key and stores its key
-// and value inside the attention (AttentionRowsRope). One row with 8-bit
+// attention(x), then x += ffn(x) (in and out below are both x: nothing
+// reads the input after the kernel that adds the residual to it, each of
+// whose threads reads a value before it writes it). One row rotates its
+// query and key and stores its key and value inside the attention
+// (AttentionRowsRope). One row with 8-bit
 // activations takes the fused kernels:
 // the norms quantise their output, the attention's merge quantises its
 // output for the output projection, which adds the residual itself (out =
