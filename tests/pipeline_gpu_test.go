@@ -498,6 +498,18 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 	if stops == 0 {
 		t.Error("no sequence was ended by a stop string")
 	}
+	// Under a weight budget that evicts layers every token, the next step
+	// still waits on the device for its layer's upload.
+	tight := open(forgepipe.WithWeightBudget(3<<20), forgepipe.WithPrefetch(1))
+	g0 := golden[0]
+	want0 := g0.GeneratedIDs[:len(g0.GeneratedIDs)/mode.scale]
+	if got := gen(tight, forgepipe.Request{Tokens: g0.PromptIDs, MaxTokens: len(want0)}); !plSlicesEqual(got.tokens, want0) {
+		t.Errorf("under a 3 MiB weight budget: chained %v, llama.cpp %v", got.tokens, want0)
+	}
+	if st := tight.Stats(); st.Uploader.Evictions == 0 || st.Sampler.Chained == 0 {
+		t.Errorf("under a 3 MiB weight budget: %d evictions, %d rows chained", st.Uploader.Evictions, st.Sampler.Chained)
+	}
+
 	// The limits known beforehand: a token limit of one and two (nothing or
 	// one step chained) and a context that fills up.
 	for _, n := range []int{1, 2} {
