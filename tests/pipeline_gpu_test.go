@@ -527,6 +527,21 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 	if a.stop != model.StopContext {
 		t.Errorf("a context of 24: stopped by %s after %d tokens", a.stop, len(a.tokens))
 	}
+	// Chained steps keep their graphs: a sequence's rows keep their buffers
+	// through the layers, and two chained batches alternate, so once two
+	// sequences have run, a third captures nothing and every decode step
+	// but the first few relaunches a graph.
+	layers := int64(chained.Config().Layers)
+	for i := range 3 {
+		before := chained.Stats().GPU
+		gen(chained, forgepipe.Request{Prompt: "Once upon a time", MaxTokens: 16})
+		after := chained.Stats().GPU
+		steps, graphs, captures := after.Steps-before.Steps, after.GraphLaunches-before.GraphLaunches, after.GraphCaptures-before.GraphCaptures
+		t.Logf("sequence %d: %d steps, %d through graphs, %d captured", i, steps, graphs, captures)
+		if graphs < steps-4*layers || (i == 2 && captures != 0) {
+			t.Errorf("sequence %d of 16 tokens: %d of %d steps through graphs, %d captured", i, graphs, steps, captures)
+		}
+	}
 	// A cancel while the next step is in flight: the sequence is freed once
 	// that step is back.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -549,21 +564,6 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 		t.Error("a cancelled sequence ended without an error")
 	}
 
-	// Chained steps keep their graphs: a sequence's rows keep their buffers
-	// through the layers, and two chained batches alternate, so once two
-	// sequences have run, a third captures nothing and every decode step
-	// but the first few relaunches a graph.
-	layers := int64(chained.Config().Layers)
-	for i := range 3 {
-		before := chained.Stats().GPU
-		gen(chained, forgepipe.Request{Prompt: "Once upon a time", MaxTokens: 16})
-		after := chained.Stats().GPU
-		steps, graphs, captures := after.Steps-before.Steps, after.GraphLaunches-before.GraphLaunches, after.GraphCaptures-before.GraphCaptures
-		t.Logf("sequence %d: %d steps, %d through graphs, %d captured", i, steps, graphs, captures)
-		if graphs < steps-4*layers || (i == 2 && captures != 0) {
-			t.Errorf("sequence %d of 16 tokens: %d of %d steps through graphs, %d captured", i, graphs, steps, captures)
-		}
-	}
 	// Together: the chained steps of many sequences still share steps.
 	before := chained.Stats().Layers[0].Batches
 	var wg sync.WaitGroup
