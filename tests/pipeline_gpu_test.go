@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -593,12 +592,6 @@ func gpuChaining(t *testing.T, mode gpuMode) {
 			t.Errorf("WithoutChaining chained %d rows", st.Sampler.Chained)
 		}
 		// Every sequence is freed once its last (maybe wasted) step is back.
-		deadline := time.Now().Add(10 * time.Second)
-		for p.Stats().Sampler.Live != 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if live := p.Stats().Sampler.Live; live != 0 {
-			t.Errorf("%s: %d sequences still live", name, live)
-		}
+		testutil.WaitFor(t, name+": no sequence live", func() bool { return p.Stats().Sampler.Live == 0 })
 	}
 }

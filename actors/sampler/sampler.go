@@ -500,15 +500,14 @@ func (a *samplerActor) activations(ctx actor.Context, m *layer.Activations) {
 }
 
 // chainable reports whether the next step of s can leave before its token
-// is back on the host: a greedy sequence on the GPU whose caller wants no
-// logits and that will go on unless the token ends it (an end of
-// generation or a stop string). The device embeds the token it picked and
+// is back on the host (when chainNow allows it): a greedy sequence whose
+// caller wants no logits and that will go on unless the token ends it (an
+// end of generation or a stop string). The device embeds the token it picked and
 // the step enters the ring at once, so the GPU never idles while the host
 // reads the token and the actors pass it round; a sequence that the token
 // does end wastes that one step, whose row comes back and is dropped.
 func (a *samplerActor) chainable(s *seqState) bool {
-	return a.cfg.GPU != nil && !a.cfg.NoChain && !s.start.Logits && s.smp.IsGreedy() &&
-		len(s.tokens)+1 < s.start.MaxTokens && s.pos < a.cfg.ContextSize
+	return !s.start.Logits && s.smp.IsGreedy() && len(s.tokens)+1 < s.start.MaxTokens && s.pos < a.cfg.ContextSize
 }
 
 // chainNow reports whether the rows of the message being handled may

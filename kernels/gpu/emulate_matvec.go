@@ -284,9 +284,9 @@ func (v mvWeights) dequant(half bool) hip.HostKernel {
 }
 
 // embed emulates embed_<t>(w, tokens, out, rows, cols, rowBytes, stride):
-// for each of the grid.Y token ids (every stride-th int32), its row of w dequantised into a row of out, or
-// a row of NaN for an id outside [0, rows). The x threads of the grid must
-// cover a row's chunks.
+// for each of the grid.Y token ids (every stride-th int32), its row of w
+// dequantised into a row of out, or a row of NaN for an id outside [0,
+// rows). The x threads of the grid must cover a row's chunks.
 func (v mvWeights) embed() hip.HostKernel {
 	return func(l *hip.HostLaunch) error {
 		m, err := v.matrix(l, l.Arg(0).Ptr(), l.Arg(3).Int32(), l.Arg(4).Int32(), l.Arg(5).Int64())

@@ -769,7 +769,7 @@ func (r *Runtime) StartProject(g *Globals, x Rows, rows []int, want []Want, chai
 	c := r.cfg
 	n := len(rows)
 	if n == 0 {
-		return &Projection{r: r, waited: true, nextErr: errors.New("gpustep: chain of an empty projection")}, nil
+		return &Projection{r: r, nextErr: errors.New("gpustep: chain of an empty projection")}, nil
 	}
 	if want != nil && len(want) != n {
 		return nil, fmt.Errorf("gpustep: logits: %d rows but %d wants", n, len(want))
@@ -892,10 +892,10 @@ func (p *Projection) Next() (Rows, error) { return p.next, p.nextErr }
 // Wait waits for the projection and returns each row's most likely token;
 // the rows' wants are filled in.
 func (p *Projection) Wait() ([]int32, error) {
-	if p.waited {
-		if p.n == 0 {
-			return nil, nil
-		}
+	switch {
+	case p.n == 0: // nothing enqueued, no lock held
+		return nil, nil
+	case p.waited:
 		return nil, errors.New("gpustep: a projection waited for twice")
 	}
 	r, c, n := p.r, p.r.cfg, p.n
