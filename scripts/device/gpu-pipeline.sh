@@ -157,31 +157,34 @@ if has direct; then
     bench "$m-pipe" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 3 --max-batch 512
   done
 fi
-if has ab; then
-  for m in ${AB_MODELS:-1b-q8_0 $BIG}; do
-    f=/tmp/$m.gguf
-    [[ -f $f && -x $DIR/gpustep.test ]] || continue
-    for round in $(seq ${ROUNDS:-3}); do
-      for e in ${AB:-- FORGEPIPE_PDL=0 FORGEPIPE_PDL_EARLY=1 FORGEPIPE_PREFETCH_WEIGHTS=1}; do
-        [[ $e == - ]] && e=
-        env ${e//,/ } FORGEPIPE_BENCH_MODEL=$f "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 256x 2>&1 |
-          grep -E "tok/s|FAIL|panic" | sed "s/^/$m ${e:-default} round $round: /"
-      done
-    done
-  done
-fi
-
-if has abpipe; then
+# ab_rounds LIST RUN: for each model of $AB_MODELS, $ROUNDS rounds of
+# RUN MODEL FILE ENTRY ROUND over the entries of LIST ("-" for none),
+# interleaved so that drift hits every entry alike.
+ab_rounds() {
+  local list=$1 run=$2 m f round e
   for m in ${AB_MODELS:-1b-q8_0 $BIG}; do
     f=/tmp/$m.gguf
     [[ -f $f ]] || continue
-    for round in $(seq ${ROUNDS:-3}); do
-      for e in ${PIPE_AB:-- --no-chain}; do
+    for round in $(seq "${ROUNDS:-3}"); do
+      for e in $list; do
         [[ $e == - ]] && e=
-        bench "ab-$m-${e//[ ,]/}-$round" "$f" --prompt-tokens 512 --gen-tokens 128 --reps 2 --max-batch 512 ${e//,/ }
+        "$run" "$m" "$f" "$e" "$round"
       done
     done
   done
+}
+ab_direct() { # model file env-entry round
+  env ${3//,/ } FORGEPIPE_BENCH_MODEL=$2 "$DIR/gpustep.test" -test.run '^$' -test.bench DecodeDirect -test.benchtime 256x 2>&1 |
+    grep -E "tok/s|FAIL|panic" | sed "s/^/$1 ${3:-default} round $4: /"
+}
+ab_pipe() { # model file flags-entry round
+  bench "ab-$1-${3//[ ,]/}-$4" "$2" --prompt-tokens 512 --gen-tokens 128 --reps 2 --max-batch 512 ${3//,/ }
+}
+if has ab && [[ -x $DIR/gpustep.test ]]; then
+  ab_rounds "${AB:-- FORGEPIPE_PDL=0 FORGEPIPE_PDL_EARLY=1 FORGEPIPE_PREFETCH_WEIGHTS=1}" ab_direct
+fi
+if has abpipe; then
+  ab_rounds "${PIPE_AB:-- --no-chain}" ab_pipe
 fi
 
 if has ncu; then
