@@ -760,7 +760,8 @@ FP_DEVICE void dq_store8(u16* out, long long p, long long total, uint4 d) {
 	else if (p + 4 <= total) *(uint2*)(out + p) = make_uint2(d.x, d.y);
 }
 
-FP_DEVICE uint4 dq_ld16(const u8* p) {
+// ldg16 loads 16 bytes (16-byte aligned) through the read-only cache.
+FP_DEVICE uint4 ldg16(const u8* p) {
 #if defined(FP_AMD)
 	return *(const uint4*)p;
 #else
@@ -865,7 +866,7 @@ FP_DEVICE void dequant(const u8* __restrict__ w, void* __restrict__ out, int row
 #pragma unroll
 	for (int k = 0; k < G::K; k++) { // every load in flight before the first store
 		const int j = (int)threadIdx.x + DQ_THREADS * k;
-		buf[k] = j < n16 ? dq_ld16(a - o + 16 * j) : make_uint4(0u, 0u, 0u, 0u);
+		buf[k] = j < n16 ? ldg16(a - o + 16 * j) : make_uint4(0u, 0u, 0u, 0u);
 	}
 #pragma unroll
 	for (int k = 0; k < G::K; k++) {
@@ -1109,14 +1110,6 @@ FP_DEVICE void mv8_syncwarp() {
 	__builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");
 #else
 	__syncwarp();
-#endif
-}
-
-FP_DEVICE uint4 ldg16(const u8* p) {
-#if defined(FP_AMD)
-	return *(const uint4*)p;
-#else
-	return __ldg((const uint4*)p);
 #endif
 }
 
