@@ -744,6 +744,9 @@ func (r *Runtime) Project(g *Globals, x Rows, rows []int, want []Want) ([]int32,
 	return p.Wait()
 }
 
+// errNoChain is Next's error when StartProject was asked for no chain.
+var errNoChain = errors.New("gpustep: no chain asked for")
+
 // Projection is a projection enqueued by StartProject whose results the
 // host has not read yet. Until its Wait, no other projection can start.
 type Projection struct {
@@ -769,7 +772,7 @@ func (r *Runtime) StartProject(g *Globals, x Rows, rows []int, want []Want, chai
 	c := r.cfg
 	n := len(rows)
 	if n == 0 {
-		return &Projection{r: r, nextErr: errors.New("gpustep: chain of an empty projection")}, nil
+		return &Projection{r: r, nextErr: errNoChain}, nil
 	}
 	if want != nil && len(want) != n {
 		return nil, fmt.Errorf("gpustep: logits: %d rows but %d wants", n, len(want))
@@ -794,7 +797,7 @@ func (r *Runtime) StartProject(g *Globals, x Rows, rows []int, want []Want, chai
 	if tops {
 		need += int64(n) * gpu.TopKRowBytes(k)
 	}
-	p := &Projection{r: r, n: n, k: k, want: want, tops: tops, nextErr: errors.New("gpustep: no chain asked for")}
+	p := &Projection{r: r, n: n, k: k, want: want, tops: tops, nextErr: errNoChain}
 	// The chained batch's buffers are taken first and the projection's
 	// given back last: the projection's then come back the same every
 	// token, and two chained batches alternate.
