@@ -772,7 +772,7 @@ func (r *Runtime) StartProject(g *Globals, x Rows, rows []int, want []Want, chai
 	c := r.cfg
 	n := len(rows)
 	if n == 0 {
-		return &Projection{r: r, nextErr: errNoChain}, nil
+		return &Projection{r: r, nextErr: errors.New("gpustep: chain of an empty projection")}, nil
 	}
 	if want != nil && len(want) != n {
 		return nil, fmt.Errorf("gpustep: logits: %d rows but %d wants", n, len(want))
