@@ -29,6 +29,7 @@ import (
 	"github.com/forgepipe/forgepipe/actors/loader"
 	"github.com/forgepipe/forgepipe/gguf"
 	"github.com/forgepipe/forgepipe/hip"
+	"github.com/forgepipe/forgepipe/kernels/gpu"
 	"github.com/forgepipe/forgepipe/model"
 	"github.com/forgepipe/forgepipe/model/gpustep"
 	"github.com/forgepipe/forgepipe/trace"
@@ -444,7 +445,7 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 	err = errors.Join(
 		fs.WaitEvent(a.st.emptied[buf]),
 		fs.LaunchHostFunc(func() {
-			ct.fill(func() { fillStaging(host, tensors, offsets, views) })
+			ct.fill(func() { fillStaging(host, tensors, offsets, views, a.cfg.GPU != nil) })
 		}),
 		a.st.filled[buf].Record(fs),
 		s.WaitEvent(a.st.filled[buf]),
@@ -510,24 +511,42 @@ func (a *uploaderActor) upload(ctx actor.Context, e *entry) error {
 
 // fillStaging copies a layer's tensors from the mapped file into the
 // staging buffer, in pieces spread over a few goroutines: page faults on a
-// cold file are served in parallel, and a warm one copies faster.
-func fillStaging(dst []byte, tensors []*gguf.TensorInfo, offsets []int64, views map[string][]byte) {
-	const piece = 4 << 20
+// cold file are served in parallel, and a warm one copies faster. With
+// gpuLayout the bytes are written in the GPU kernels' device layout
+// (gpu.ToDevice: Q8_0 matrices regrouped), else as in the file.
+func fillStaging(dst []byte, tensors []*gguf.TensorInfo, offsets []int64, views map[string][]byte, gpuLayout bool) {
 	type job struct {
 		dst, src []byte
+		t        gguf.Type
+		cols     int
 	}
 	var jobs []job
 	for i, t := range tensors {
 		src := views[t.Name]
+		// On a GPU some matrices are regrouped as they are copied
+		// (gpu.ToDevice, a whole unit at a time): pieces hold whole units.
+		cols, unit := 0, 1
+		if gpuLayout && len(t.Shape) > 0 {
+			cols = int(t.Shape[0])
+			unit = gpu.DeviceUnit(t.Type, cols)
+		}
+		piece := (4 << 20) / unit * unit
 		for off := 0; off < len(src); off += piece {
 			end := min(off+piece, len(src))
-			jobs = append(jobs, job{dst[offsets[i]+int64(off):], src[off:end]})
+			jobs = append(jobs, job{dst[offsets[i]+int64(off):], src[off:end], t.Type, cols})
+		}
+	}
+	run := func(j job) {
+		if j.cols > 0 {
+			gpu.ToDevice(j.dst, j.src, j.t, j.cols)
+		} else {
+			copy(j.dst, j.src)
 		}
 	}
 	workers := min(len(jobs), runtime.GOMAXPROCS(0), 8)
 	if workers <= 1 {
 		for _, j := range jobs {
-			copy(j.dst, j.src)
+			run(j)
 		}
 		return
 	}
@@ -536,7 +555,7 @@ func fillStaging(dst []byte, tensors []*gguf.TensorInfo, offsets []int64, views 
 	for range workers {
 		wg.Go(func() {
 			for k := next.Add(1) - 1; k < int64(len(jobs)); k = next.Add(1) - 1 {
-				copy(jobs[k].dst, jobs[k].src)
+				run(jobs[k])
 			}
 		})
 	}

@@ -45,7 +45,9 @@ func matVecEmulations() map[string]hip.HostKernel {
 			if HasMatVecQ8(v.t) {
 				m[fmt.Sprintf("matvec_decoded_%s_r%d", v.suffix, r)] = v.matVec()
 				m[fmt.Sprintf("matvec8_%s_r%d", v.suffix, r)] = v.matVec8(r, false)
-				m[fmt.Sprintf("matvec8s_%s_r%d", v.suffix, r)] = v.matVec8(r, true)
+				if !v.grouped {
+					m[fmt.Sprintf("matvec8s_%s_r%d", v.suffix, r)] = v.matVec8(r, true)
+				}
 			}
 		}
 		m["dequant_"+v.suffix+"_f32"] = v.dequant(false)
@@ -53,7 +55,11 @@ func matVecEmulations() map[string]hip.HostKernel {
 		m["embed_"+v.suffix] = v.embed()
 	}
 	for key, name := range mvRowsNames {
-		v := mvWeights{suffix: mvRowsTypes[key.t], t: key.t, qk: key.t.BlockSize()}
+		t := mvRowsTypes[key.suffix]
+		v := mvWeights{suffix: key.suffix, t: t, qk: t.BlockSize()}
+		if key.suffix == q8x {
+			v.qk, v.grouped = 256, true
+		}
 		m[name] = v.matVecRows(key.r, key.n)
 	}
 	return m
@@ -61,11 +67,13 @@ func matVecEmulations() map[string]hip.HostKernel {
 
 // mvWeights is one weight layout the kernels decode: the kernel-name
 // suffix, the GGUF type of the weights and qk, the values of the kernel's
-// block (the columns must be a multiple of it).
+// block (the columns must be a multiple of it); grouped for Q8_0 in its
+// device layout (layout.go).
 type mvWeights struct {
-	suffix string
-	t      gguf.Type
-	qk     int
+	suffix  string
+	t       gguf.Type
+	qk      int
+	grouped bool
 }
 
 // mvWeightVariants lists the weight layouts of the matvec_, dequant_ and
@@ -73,7 +81,8 @@ type mvWeights struct {
 // BF16 in blocks of 8, like their 16-byte kernels) and the one-value f32s,
 // f16s and bf16s.
 func mvWeightVariants() []mvWeights {
-	vs := []mvWeights{{"f32s", gguf.TypeF32, 1}, {"f16s", gguf.TypeF16, 1}, {"bf16s", gguf.TypeBF16, 1}}
+	vs := []mvWeights{{"f32s", gguf.TypeF32, 1, false}, {"f16s", gguf.TypeF16, 1, false}, {"bf16s", gguf.TypeBF16, 1, false},
+		{q8x, gguf.TypeQ8_0, 256, true}}
 	for t, s := range typeNames {
 		qk := t.BlockSize()
 		switch t {
@@ -82,7 +91,7 @@ func mvWeightVariants() []mvWeights {
 		case gguf.TypeF16, gguf.TypeBF16:
 			qk = 8
 		}
-		vs = append(vs, mvWeights{s, t, qk})
+		vs = append(vs, mvWeights{s, t, qk, false})
 	}
 	return vs
 }
@@ -117,7 +126,15 @@ func (v mvWeights) matrix(l *hip.HostLaunch, w hip.DevicePtr, rows, cols int32, 
 // row dequantises row r into dst (cols values).
 func (m mvMatrix) row(r int, dst []float32) error {
 	off := int64(r) * m.rowBytes
-	return gguf.Dequantize(m.t, m.data[off:off+m.rowSize], dst)
+	src := m.data[off : off+m.rowSize]
+	if m.grouped {
+		b := make([]byte, len(src))
+		for o := 0; o+q8Group <= len(src); o += q8Group {
+			ungroupQ8_0(b[o:o+q8Group], src[o:o+q8Group])
+		}
+		src = b
+	}
+	return gguf.Dequantize(m.t, src, dst)
 }
 
 // matVec emulates matvec_<t>_r<R> and matvec_decoded_<t>_r<R>(w, x, y,

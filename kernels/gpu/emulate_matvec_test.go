@@ -283,7 +283,7 @@ func TestEmulateMatVecQ8Add(t *testing.T) {
 func TestEmulateMatVecRows(t *testing.T) {
 	e := emulatedEnv(t, 35)
 	for _, typ := range Types() {
-		if _, ok := mvRowsTypes[typ]; !ok {
+		if !HasMatVecQ8(typ) {
 			continue
 		}
 		rows, cols := 7, 512

@@ -208,15 +208,17 @@ func (e *env) expect(what string, got, ref []float32) {
 	}
 }
 
-// randWeights returns a random rows×cols matrix of type t in GGUF layout,
-// and its exact host dequantisation.
+// randWeights returns a random rows×cols matrix of type t in the device
+// layout (ToDevice of its GGUF bytes), and its exact host dequantisation.
 func (e *env) randWeights(t gguf.Type, rows, cols int) ([]byte, []float32) {
 	e.t.Helper()
 	data, err := gguf.QuantizeParallel(t, e.randVec(rows*cols), cols)
 	e.check(err)
 	deq := make([]float32, rows*cols)
 	e.check(gguf.Dequantize(t, data, deq))
-	return data, deq
+	dev := make([]byte, len(data))
+	ToDevice(dev, data, t, cols)
+	return dev, deq
 }
 
 // shapes returns (rows, cols) cases for type t: one block, a few blocks,

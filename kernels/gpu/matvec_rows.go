@@ -13,27 +13,28 @@ import (
 // MaxMatVecRows is the most activation rows MatVecQ8Rows takes at once.
 const MaxMatVecRows = 8
 
-// mvRowsTypes are the weight types with mvrows kernels, by kernel suffix.
-var mvRowsTypes = map[gguf.Type]string{
-	gguf.TypeQ8_0: "q8_0", gguf.TypeQ4_0: "q4_0", gguf.TypeQ4_K: "q4_k", gguf.TypeQ6_K: "q6_k",
+// mvRowsTypes are the weight types with mvrows kernels, by kernel suffix
+// (regrouped Q8_0, q8_0x, too).
+var mvRowsTypes = map[string]gguf.Type{
+	"q8_0": gguf.TypeQ8_0, "q4_0": gguf.TypeQ4_0, "q4_k": gguf.TypeQ4_K, "q6_k": gguf.TypeQ6_K, q8x: gguf.TypeQ8_0,
 }
 
 // mvRowsChoices are the weight rows per block the mvrows kernels come in.
 var mvRowsChoices = []int{1, 2, 4}
 
 type mvRowsKey struct {
-	t    gguf.Type
-	r, n int
+	suffix string
+	r, n   int
 }
 
 // mvRowsNames maps (type, rows per block, activation rows) to the kernel
 // name, so that a launch formats no name.
 var mvRowsNames = func() map[mvRowsKey]string {
 	m := map[mvRowsKey]string{}
-	for t, s := range mvRowsTypes {
+	for s := range mvRowsTypes {
 		for _, r := range mvRowsChoices {
 			for n := 2; n <= MaxMatVecRows; n++ {
-				m[mvRowsKey{t, r, n}] = fmt.Sprintf("mvrows_%s_r%d_n%d", s, r, n)
+				m[mvRowsKey{s, r, n}] = fmt.Sprintf("mvrows_%s_r%d_n%d", s, r, n)
 			}
 		}
 	}
@@ -87,7 +88,7 @@ func (k *Kernels) matVecQ8Rows(s hip.Stream, t gguf.Type, rowsPerBlock int, w, x
 	if n < 1 || n > MaxMatVecRows {
 		return badArg(call, "%d activation rows (1..%d)", n, MaxMatVecRows)
 	}
-	_, rb, err := checkWeights(call, t, w, rows, cols)
+	g, rb, err := checkWeights(call, t, w, rows, cols)
 	if err != nil {
 		return err
 	}
@@ -103,10 +104,10 @@ func (k *Kernels) matVecQ8Rows(s hip.Stream, t gguf.Type, rowsPerBlock int, w, x
 	if xq%16 != 0 {
 		return badArg(call, "activations at %v are not 16-byte aligned", xq)
 	}
-	if _, ok := mvRowsTypes[t]; !ok {
+	if _, ok := mvRowsTypes[g.suffix]; !ok {
 		return fmt.Errorf("kernels/gpu: %s: %w: no batched kernel for %s weights", call, hip.ErrNotSupported, t)
 	}
-	name, ok := mvRowsNames[mvRowsKey{t, rowsPerBlock, n}]
+	name, ok := mvRowsNames[mvRowsKey{g.suffix, rowsPerBlock, n}]
 	if !ok {
 		return badArg(call, "%d weight rows per block (want 1, 2 or 4)", rowsPerBlock)
 	}

@@ -26,6 +26,7 @@ var mvRowsCases = []mvRowsCase{
 	{3, 256, 0, 0},      // fewer rows than a block takes; one super-block; threads idle
 	{100, 4096, 0, 0},   // 128 chunks, one per thread
 	{101, 1024, 0, 2},   // odd row count (the last block has 1 row of 2 or 4); weights at +2
+	{37, 1056, 0, 2},    // rows of 33 blocks: Q8_0 as in the file (not regrouped), weights at +2
 	{2048, 512, 0, 0},   // short rows: 16 chunks in a block of 64 threads
 	{4096, 4096, 61, 0}, // a real square matrix
 	{8192, 2048, 61, 0}, // gate/up-like: 64 chunks, a block of 64 threads
@@ -68,8 +69,8 @@ func TestMatVecQ8Rows(t *testing.T) {
 			}
 			data, deq := e.tiledWeights(typ, rows, cols, sh.period)
 			off := int64(sh.off)
-			if typ == gguf.TypeQ4_K {
-				off = 0 // Q4_K weights must be 16-byte aligned
+			if typ == gguf.TypeQ4_K || Grouped(typ, cols) {
+				off = 0 // Q4_K and regrouped Q8_0 weights must be 16-byte aligned
 			}
 			w := e.alloc(int64(len(data)) + 16).Add(off)
 			e.check(e.s.MemcpyHtoDAsync(w, data))

@@ -301,37 +301,56 @@ var decodeShapes = []struct {
 // (MatVec for F16 and BF16, MatVecQ8 for the quantised types, as the
 // model runs them) on the real decode shapes; for the quantised types also
 // the staged kernels (variant staged).
+//
+// Q8_0 is timed in both device layouts (layout.go): regrouped (the
+// default, variant grouped) and as in the file (variant gguf, with its
+// staged kernel too).
 func BenchmarkMatVecDecode(b *testing.B) {
 	e := newEnv(b, 17)
+	defer func(g bool) { groupQ8 = g }(groupQ8)
 	for _, typ := range []gguf.Type{gguf.TypeF16, gguf.TypeBF16, gguf.TypeQ8_0, gguf.TypeQ6_K, gguf.TypeQ4_0, gguf.TypeQ4_K} {
 		for _, sh := range decodeShapes {
 			rows, cols := sh.rows, sh.cols
-			m := e.benchMatrix(typ, rows, cols)
-			x := e.uploadF32(e.randVec(cols))
-			y := e.alloc(int64(rows) * 4)
-			xq := e.alloc(ActQ8Bytes(cols))
-			e.check(e.k.QuantizeActQ8(e.s, x, xq, cols))
-			for _, staged := range []bool{false, true} {
-				name := fmt.Sprintf("%s/%s/%dx%d", typ, sh.name, rows, cols)
-				if staged {
-					if !HasMatVecQ8(typ) {
-						continue
-					}
-					name += "/staged"
-				}
-				b.Run(name, func(b *testing.B) {
-					e.k.mvt.staged = staged
-					defer func() { e.k.mvt = mvTune{} }()
-					e.timeMatVec(b, m, func(w hip.DevicePtr) {
-						if HasMatVecQ8(typ) {
-							e.check(e.k.MatVecQ8(e.s, typ, w, xq, y, rows, cols))
-						} else {
-							e.check(e.k.MatVec(e.s, typ, w, x, y, rows, cols))
-						}
-					})
-				})
+			layouts := []bool{false}
+			if typ == gguf.TypeQ8_0 {
+				layouts = []bool{true, false}
 			}
-			e.freeBenchMatrix(m)
+			for _, group := range layouts {
+				groupQ8 = group
+				m := e.benchMatrix(typ, rows, cols)
+				x := e.uploadF32(e.randVec(cols))
+				y := e.alloc(int64(rows) * 4)
+				xq := e.alloc(ActQ8Bytes(cols))
+				e.check(e.k.QuantizeActQ8(e.s, x, xq, cols))
+				for _, staged := range []bool{false, true} {
+					name := fmt.Sprintf("%s/%s/%dx%d", typ, sh.name, rows, cols)
+					switch {
+					case typ != gguf.TypeQ8_0:
+					case group:
+						name += "/grouped"
+					default:
+						name += "/gguf"
+					}
+					if staged {
+						if !HasMatVecQ8(typ) || Grouped(typ, cols) {
+							continue
+						}
+						name += "/staged"
+					}
+					b.Run(name, func(b *testing.B) {
+						e.k.mvt.staged = staged
+						defer func() { e.k.mvt = mvTune{} }()
+						e.timeMatVec(b, m, func(w hip.DevicePtr) {
+							if HasMatVecQ8(typ) {
+								e.check(e.k.MatVecQ8(e.s, typ, w, xq, y, rows, cols))
+							} else {
+								e.check(e.k.MatVec(e.s, typ, w, x, y, rows, cols))
+							}
+						})
+					})
+				}
+				e.freeBenchMatrix(m)
+			}
 		}
 	}
 }

@@ -114,6 +114,8 @@ func Load(dev hip.Device, m *model.Model) (*Model, error) {
 type upload struct {
 	data []byte
 	dst  *hip.DevicePtr
+	typ  gguf.Type // weights (cols > 0): written with gpu.ToDevice
+	cols int
 }
 
 func (g *Model) load() error {
@@ -134,12 +136,12 @@ func (g *Model) load() error {
 	var ups []upload
 	vec := func(dst *hip.DevicePtr, v []float32) {
 		if v != nil {
-			ups = append(ups, upload{unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v)), dst})
+			ups = append(ups, upload{data: unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v)), dst: dst})
 		}
 	}
 	lin := func(dst *weight, l *model.Linear) {
 		*dst = weight{typ: l.Weight.Type, rows: l.Weight.Rows, cols: l.Weight.Cols, bytes: int64(len(l.Weight.Data))}
-		ups = append(ups, upload{l.Weight.Data, &dst.w})
+		ups = append(ups, upload{data: l.Weight.Data, dst: &dst.w, typ: l.Weight.Type, cols: l.Weight.Cols})
 		vec(&dst.bias, l.Bias)
 		g.weightBytes += dst.bytes
 	}
@@ -238,7 +240,21 @@ func (g *Model) load() error {
 			if fill == 0 {
 				dstStart = dst
 			}
-			n := copy(g.staging[cur].Bytes()[fill:], data)
+			// Weights go in their device layout, whole units of it at a time.
+			n := len(data)
+			if u.cols > 0 {
+				unit := gpu.DeviceUnit(u.typ, u.cols)
+				n = int(min(int64(n), size-fill)) / unit * unit
+				if n == 0 { // the unit does not fit: copy what is filled first
+					if err := flush(); err != nil {
+						return err
+					}
+					continue
+				}
+				n = gpu.ToDevice(g.staging[cur].Bytes()[fill:], data[:n], u.typ, u.cols)
+			} else {
+				n = copy(g.staging[cur].Bytes()[fill:], data)
+			}
 			fill += int64(n)
 			data, dst = data[n:], dst.Add(int64(n))
 			if fill == size {

@@ -106,6 +106,26 @@ struct MvrQ8_0 {
 	}
 };
 
+// MvrQ8_0X: Q8_0 regrouped (quant.cu's TQ8_0X): 272-byte groups of eight
+// blocks, their half scales (16 bytes), then their quants. Chunk i is block
+// i%8 of group i/8: two aligned 16-byte loads and one 2-byte load.
+struct MvrQ8_0X {
+	enum { BYTES = 272, XGAP = 16, XSPLIT = 0, SUMS = 0 };
+	typedef MvrQ8_0::W W;
+	FP_DEVICE int xoff(int i) { return 32 * i; }
+	FP_DEVICE int xsc(int i) { return i; }
+	FP_DEVICE W load(const u8* row, int i) {
+		const u8* g = row + (long long)(i >> 3) * BYTES;
+		const uint4 a = *(const uint4*)(g + 16 + 32 * (i & 7)), b = *(const uint4*)(g + 32 + 32 * (i & 7));
+		W w;
+		w.q[0] = (int)a.x; w.q[1] = (int)a.y; w.q[2] = (int)a.z; w.q[3] = (int)a.w;
+		w.q[4] = (int)b.x; w.q[5] = (int)b.y; w.q[6] = (int)b.z; w.q[7] = (int)b.w;
+		w.d = half_to_float(*(const u16*)(g + 2 * (i & 7)));
+		return w;
+	}
+	FP_DEVICE float dot(const W& w, const MvrX& x) { return MvrQ8_0::dot(w, x); }
+};
+
 // MvrQ4_0: a chunk is one 18-byte block: half d, 16 bytes whose low
 // nibbles are values 0..15 and high nibbles 16..31, each minus 8.
 struct MvrQ4_0 {
@@ -349,6 +369,7 @@ FP_DEVICE void mvrows(const u8* __restrict__ w, const i8* __restrict__ xq, float
 	FP_MVROWS(name, T, R, 6) FP_MVROWS(name, T, R, 7) FP_MVROWS(name, T, R, 8)
 #define FP_MVROWS_T(name, T) FP_MVROWS_N(name, T, 1) FP_MVROWS_N(name, T, 2) FP_MVROWS_N(name, T, 4)
 FP_MVROWS_T(q8_0, MvrQ8_0)
+FP_MVROWS_T(q8_0x, MvrQ8_0X)
 FP_MVROWS_T(q4_0, MvrQ4_0)
 FP_MVROWS_T(q4_k, MvrQ4_K)
 FP_MVROWS_T(q6_k, MvrQ6_K)

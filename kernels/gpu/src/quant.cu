@@ -63,6 +63,15 @@ FP_DEVICE void ld_words_a2(const u32* s, int o, u32* out) {
 	}
 }
 
+// ldg16 loads 16 bytes (16-byte aligned) through the read-only cache.
+FP_DEVICE uint4 ldg16(const u8* p) {
+#if defined(FP_AMD)
+	return *(const uint4*)p;
+#else
+	return __ldg((const uint4*)p);
+#endif
+}
+
 // ------------------------------------------------------------ float types
 
 // F32, F16, BF16 in "blocks" of 16 bytes (cols a multiple of 4, 8, 8).
@@ -293,6 +302,48 @@ struct TQ8_0 {
 #pragma unroll
 		for (int k = 0; k < 8; k++) acc = dp4a((int)q[k], x[k], acc);
 		return d * xs * (float)acc;
+	}
+};
+
+// TQ8_0X is Q8_0 regrouped for the GPU (RepackQ8_0X in kernels/gpu, done
+// as the weights are staged for upload, for rows of a multiple of 256
+// values): eight Q8_0 blocks become their eight half scales (16 bytes)
+// followed by their 256 quants, the same 272 bytes, so every 16 quants are
+// one aligned 16-byte load instead of eight 2-byte ones. Chunk c (of 16)
+// is quants 16c..16c+15, scaled by block c/2's scale: chunk 16g+c of a
+// row is chunk 2(8g+c/2)+c%2 of its Q8_0 form, so every kernel sums the
+// same products in the same order, and the results are Q8_0's bit for bit.
+struct TQ8_0X {
+	enum { QK = 256, BYTES = 272, CPB = 16, VPC = 16 };
+	FP_DOT_VIA_DECODE_AS(dot_decoded)
+	FP_DEVICE int pos(int c, int g) { return 16 * c + 4 * g; }
+	// decode also reads blocks that dequant staged in shared memory: a
+	// plain load, not ldg16's read-only global one.
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const float d = half_to_float(ld_u16(b + 2 * (c >> 1)));
+		const uint4 t = *(const uint4*)(b + 16 + 16 * c);
+		const u32 w[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+		for (int i = 0; i < 16; i++) v[i] = sbyte(w[i >> 2], i & 3) * d;
+	}
+	FP_DEVICE float dot(const u8* b, int c, const float* xv) {
+		const float d = half_to_float(ld_u16(b + 2 * (c >> 1)));
+		const uint4 t = ldg16(b + 16 + 16 * c);
+		const u32 w[4] = {t.x ^ 0x80808080u, t.y ^ 0x80808080u, t.z ^ 0x80808080u, t.w ^ 0x80808080u};
+		float s = 0.f;
+#pragma unroll
+		for (int i = 0; i < 16; i++) s += (small_float(w[i >> 2], i & 3) - (FP_MAGIC + 128.f)) * xv[i];
+		return s * d;
+	}
+	FP_DEVICE float dot8(const u8* b, int c, const i8* xq, const float* xd) {
+		const float d = half_to_float(ld_u16(b + 2 * (c >> 1)));
+		const uint4 t = ldg16(b + 16 + 16 * c);
+		const int* xi = (const int*)xq + 4 * c;
+		int s = dp4a((int)t.x, xi[0], 0);
+		s = dp4a((int)t.y, xi[1], s);
+		s = dp4a((int)t.z, xi[2], s);
+		s = dp4a((int)t.w, xi[3], s);
+		return d * xd[c >> 1] * (float)s;
 	}
 };
 
@@ -724,6 +775,19 @@ struct Dq {
 		TBK = T::VPC < 4 ? 1 : DQ_THREADS * BPU / UPB,
 		S16 = (TBK * T::BYTES + 30) / 16,
 		K = (S16 + DQ_THREADS - 1) / DQ_THREADS,
+		DIRECT = 0, // 1: decode from global memory, never staged
+	};
+};
+
+// Regrouped Q8_0 needs no stage: each 16-value chunk is an aligned 16-byte
+// run, so a unit is one chunk, read straight from memory with consecutive
+// lanes on consecutive chunks.
+template <>
+struct Dq<TQ8_0X> {
+	enum {
+		BPU = 1, CPU = 1, UPB = TQ8_0X::CPB, UV = TQ8_0X::VPC, NSEC = TQ8_0X::QK / 16,
+		TBK = DQ_THREADS / UPB, S16 = (TBK * TQ8_0X::BYTES + 30) / 16, K = (S16 + DQ_THREADS - 1) / DQ_THREADS,
+		DIRECT = 1,
 	};
 };
 
@@ -758,15 +822,6 @@ FP_DEVICE long long dq_first(long long u) {
 FP_DEVICE void dq_store8(u16* out, long long p, long long total, uint4 d) {
 	if (p + 8 <= total) *(uint4*)(out + p) = d;
 	else if (p + 4 <= total) *(uint2*)(out + p) = make_uint2(d.x, d.y);
-}
-
-// ldg16 loads 16 bytes (16-byte aligned) through the read-only cache.
-FP_DEVICE uint4 ldg16(const u8* p) {
-#if defined(FP_AMD)
-	return *(const uint4*)p;
-#else
-	return __ldg((const uint4*)p);
-#endif
 }
 
 // dequant_units decodes and writes this thread's unit. With STAGED, src
@@ -853,7 +908,7 @@ FP_DEVICE void dequant(const u8* __restrict__ w, void* __restrict__ out, int row
 	const long long nblk = (long long)rows * nb, total = (long long)rows * cols;
 	const long long q0 = (long long)blockIdx.x * G::TBK;
 	if (q0 >= nblk) return;
-	if (rowBytes != (long long)nb * T::BYTES) {
+	if (G::DIRECT || rowBytes != (long long)nb * T::BYTES) {
 		dequant_units<T, HALF, false>(w, out, q0, nb, rowBytes, nblk, total);
 		return;
 	}
@@ -956,6 +1011,7 @@ FP_TYPE(q4_1, TQ4_1)
 FP_TYPE(q5_0, TQ5_0)
 FP_TYPE(q5_1, TQ5_1)
 FP_TYPE(q8_0, TQ8_0)
+FP_TYPE(q8_0x, TQ8_0X)
 FP_TYPE(q2_k, TQ2_K)
 FP_TYPE(q3_k, TQ3_K)
 FP_TYPE(q4_k, TQ4_K)
@@ -966,6 +1022,7 @@ FP_TYPE(q8_k, TQ8_K)
 #define FP_DECODED(name, T) FP_MATVEC_DECODED(name, T, 1) FP_MATVEC_DECODED(name, T, 2) FP_MATVEC_DECODED(name, T, 4)
 FP_DECODED(q4_0, TQ4_0)
 FP_DECODED(q8_0, TQ8_0)
+FP_DECODED(q8_0x, TQ8_0X)
 FP_DECODED(q4_k, TQ4_K)
 FP_DECODED(q6_k, TQ6_K)
 
@@ -1063,6 +1120,7 @@ FP_DEVICE void matvec8(const u8* __restrict__ w, const i8* __restrict__ xq, floa
 #define FP_Q8ACT(name, T) FP_MATVEC8(name, T, 1) FP_MATVEC8(name, T, 2) FP_MATVEC8(name, T, 4)
 FP_Q8ACT(q4_0, TQ4_0)
 FP_Q8ACT(q8_0, TQ8_0)
+FP_Q8ACT(q8_0x, TQ8_0X)
 FP_Q8ACT(q4_k, TQ4_K)
 FP_Q8ACT(q6_k, TQ6_K)
 
