@@ -45,7 +45,7 @@ func matVecEmulations() map[string]hip.HostKernel {
 			if HasMatVecQ8(v.t) {
 				m[fmt.Sprintf("matvec_decoded_%s_r%d", v.suffix, r)] = v.matVec()
 				m[fmt.Sprintf("matvec8_%s_r%d", v.suffix, r)] = v.matVec8(r, false)
-				if !v.grouped {
+				if v.grouped == nil {
 					m[fmt.Sprintf("matvec8s_%s_r%d", v.suffix, r)] = v.matVec8(r, true)
 				}
 			}
@@ -57,8 +57,8 @@ func matVecEmulations() map[string]hip.HostKernel {
 	for key, name := range mvRowsNames {
 		t := mvRowsTypes[key.suffix]
 		v := mvWeights{suffix: key.suffix, t: t, qk: t.BlockSize()}
-		if key.suffix == q8x {
-			v.qk, v.grouped = 256, true
+		if isGrouped(key.suffix) {
+			v.qk, v.grouped = 256, regroups[t]
 		}
 		m[name] = v.matVecRows(key.r, key.n)
 	}
@@ -67,13 +67,13 @@ func matVecEmulations() map[string]hip.HostKernel {
 
 // mvWeights is one weight layout the kernels decode: the kernel-name
 // suffix, the GGUF type of the weights and qk, the values of the kernel's
-// block (the columns must be a multiple of it); grouped for Q8_0 in its
-// device layout (layout.go).
+// block (the columns must be a multiple of it); grouped, if set, the
+// regrouping of the device layout (layout.go).
 type mvWeights struct {
 	suffix  string
 	t       gguf.Type
 	qk      int
-	grouped bool
+	grouped *regroup
 }
 
 // mvWeightVariants lists the weight layouts of the matvec_, dequant_ and
@@ -81,8 +81,8 @@ type mvWeights struct {
 // BF16 in blocks of 8, like their 16-byte kernels) and the one-value f32s,
 // f16s and bf16s.
 func mvWeightVariants() []mvWeights {
-	vs := []mvWeights{{"f32s", gguf.TypeF32, 1, false}, {"f16s", gguf.TypeF16, 1, false}, {"bf16s", gguf.TypeBF16, 1, false},
-		{q8x, gguf.TypeQ8_0, 256, true}}
+	vs := []mvWeights{{"f32s", gguf.TypeF32, 1, nil}, {"f16s", gguf.TypeF16, 1, nil}, {"bf16s", gguf.TypeBF16, 1, nil},
+		{q8Regroup.suffix, gguf.TypeQ8_0, 256, q8Regroup}, {q4Regroup.suffix, gguf.TypeQ4_0, 256, q4Regroup}}
 	for t, s := range typeNames {
 		qk := t.BlockSize()
 		switch t {
@@ -91,7 +91,7 @@ func mvWeightVariants() []mvWeights {
 		case gguf.TypeF16, gguf.TypeBF16:
 			qk = 8
 		}
-		vs = append(vs, mvWeights{s, t, qk, false})
+		vs = append(vs, mvWeights{s, t, qk, nil})
 	}
 	return vs
 }
@@ -127,10 +127,10 @@ func (v mvWeights) matrix(l *hip.HostLaunch, w hip.DevicePtr, rows, cols int32, 
 func (m mvMatrix) row(r int, dst []float32) error {
 	off := int64(r) * m.rowBytes
 	src := m.data[off : off+m.rowSize]
-	if m.grouped {
-		b := make([]byte, len(src))
-		for o := 0; o+q8Group <= len(src); o += q8Group {
-			ungroupQ8_0(b[o:o+q8Group], src[o:o+q8Group])
+	if r := m.grouped; r != nil {
+		b, g := make([]byte, len(src)), r.group()
+		for o := 0; o+g <= len(src); o += g {
+			r.ungroup(b[o:o+g], src[o:o+g])
 		}
 		src = b
 	}

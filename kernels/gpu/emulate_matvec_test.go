@@ -132,7 +132,9 @@ func TestEmulateMatVecPadded(t *testing.T) {
 		}
 		x := e.randVec(cols)
 		y := e.poisoned(rows)
-		name := "matvec_" + typeNames[typ] + "_r2"
+		g, err := geom("test", typ, cols) // the kernel of the layout randWeights wrote
+		e.check(err)
+		name := "matvec_" + g.suffix + "_r2"
 		e.check(e.s.Launch(e.k.fn(name), hip.Dim1(blocks(rows, 2)), hip.Dim1(128), 0,
 			hip.Ptr(e.upload(padded)), hip.Ptr(e.uploadF32(x)), hip.Ptr(y), hip.Int32(int32(rows)), hip.Int32(int32(cols)),
 			hip.Int64(int64(rs+pad))))

@@ -129,7 +129,7 @@ func Types() []gguf.Type {
 func kernelNames() []string {
 	names := []string{"add_rmsnorm_q8", "swiglu_q8", "rope_kv_store", "rmsnorm_f32", "add_f32", "add_rows_f32", "swiglu_f32", "rope_f32", "argmax_f32",
 		"f32_to_f16", "f32_to_bf16", "attn_split_f32", "attn_combine_f32", "topk_slice_f32", "topk_merge_f32"}
-	suffixes := []string{"f32s", "f16s", "bf16s", q8x}
+	suffixes := []string{"f32s", "f16s", "bf16s", q8Regroup.suffix, q4Regroup.suffix}
 	for _, s := range typeNames {
 		suffixes = append(suffixes, s)
 	}
@@ -139,10 +139,10 @@ func kernelNames() []string {
 		}
 		names = append(names, "dequant_"+s+"_f32", "dequant_"+s+"_f16", "embed_"+s)
 	}
-	for _, s := range []string{"q4_0", "q8_0", "q4_k", "q6_k", q8x} {
+	for _, s := range []string{"q4_0", "q8_0", "q4_k", "q6_k", q8Regroup.suffix, q4Regroup.suffix} {
 		for _, r := range []int{1, 2, 4} {
 			names = append(names, fmt.Sprintf("matvec_decoded_%s_r%d", s, r), fmt.Sprintf("matvec8_%s_r%d", s, r))
-			if s != q8x { // the staged kernels read GGUF blocks only
+			if !isGrouped(s) { // the staged kernels read GGUF blocks only
 				names = append(names, fmt.Sprintf("matvec8s_%s_r%d", s, r))
 			}
 		}
@@ -259,8 +259,8 @@ func geom(call string, t gguf.Type, cols int) (geometry, error) {
 	case gguf.TypeQ4_0, gguf.TypeQ5_0, gguf.TypeQ8_0, gguf.TypeQ3_K, gguf.TypeQ6_K:
 		g.align = 2
 	}
-	if Grouped(t, cols) {
-		g = geometry{q8x, 256, 16} // layout.go
+	if r := regrouped(t, cols); r != nil {
+		g = geometry{r.suffix, 256, 16} // layout.go
 	}
 	if cols <= 0 || cols%g.qk != 0 {
 		return geometry{}, badArg(call, "%d columns is not a positive multiple of %s's block size %d", cols, t, t.BlockSize())
@@ -404,9 +404,9 @@ func (k *Kernels) matVecQ8(s hip.Stream, t gguf.Type, rowsPerBlock int, w, xq, r
 	if xq%4 != 0 || k.mvt.staged && xq%16 != 0 {
 		return badArg("MatVecQ8", "activations at %v are not 4-byte aligned (16 for the staged kernels)", xq)
 	}
-	// Regrouped Q8_0 has no staged kernel: its loads are the aligned
-	// 16-byte ones that staging makes.
-	if !k.mvt.staged || g.suffix == q8x {
+	// Regrouped weights have no staged kernel: their loads are the
+	// aligned ones that staging makes.
+	if !k.mvt.staged || isGrouped(g.suffix) {
 		f, ok := k.mv[mvKey{"matvec8_" + g.suffix, rowsPerBlock}]
 		if !ok {
 			return badArg("MatVecQ8", "%d rows per block (want 1, 2 or 4)", rowsPerBlock)
@@ -467,8 +467,8 @@ func mv8Split(groups, tiles int) int {
 
 // chunksPerRow is the number of threads the embedding of one row uses.
 func chunksPerRow(t gguf.Type, g geometry, cols int) int {
-	if g.suffix == q8x {
-		return cols / 16 // TQ8_0X: chunks of 16 values
+	if isGrouped(g.suffix) {
+		return cols / 16 // TQ8_0X, TQ4_0X: chunks of 16 values
 	}
 	cpb := map[gguf.Type]int{
 		gguf.TypeQ4_0: 2, gguf.TypeQ4_1: 2, gguf.TypeQ5_0: 2, gguf.TypeQ5_1: 2, gguf.TypeQ8_0: 2,
@@ -516,8 +516,10 @@ func dequantUnit(t gguf.Type, g geometry) int {
 	switch {
 	case g.qk == 1:
 		return 1
-	case g.suffix == q8x:
+	case g.suffix == q8Regroup.suffix:
 		return 16 // one aligned chunk (Dq<TQ8_0X>)
+	case g.suffix == q4Regroup.suffix:
+		return 64 // four chunks of 16
 	case t == gguf.TypeF32 || t == gguf.TypeF16 || t == gguf.TypeBF16:
 		return 16
 	case t == gguf.TypeQ2_K || t == gguf.TypeQ3_K || t == gguf.TypeQ6_K || t == gguf.TypeQ8_K:

@@ -14,9 +14,10 @@ import (
 const MaxMatVecRows = 8
 
 // mvRowsTypes are the weight types with mvrows kernels, by kernel suffix
-// (regrouped Q8_0, q8_0x, too).
+// (the regrouped layouts too).
 var mvRowsTypes = map[string]gguf.Type{
-	"q8_0": gguf.TypeQ8_0, "q4_0": gguf.TypeQ4_0, "q4_k": gguf.TypeQ4_K, "q6_k": gguf.TypeQ6_K, q8x: gguf.TypeQ8_0,
+	"q8_0": gguf.TypeQ8_0, "q4_0": gguf.TypeQ4_0, "q4_k": gguf.TypeQ4_K, "q6_k": gguf.TypeQ6_K,
+	q8Regroup.suffix: gguf.TypeQ8_0, q4Regroup.suffix: gguf.TypeQ4_0,
 }
 
 // mvRowsChoices are the weight rows per block the mvrows kernels come in.

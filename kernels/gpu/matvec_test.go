@@ -302,21 +302,24 @@ var decodeShapes = []struct {
 // model runs them) on the real decode shapes; for the quantised types also
 // the staged kernels (variant staged).
 //
-// Q8_0 is timed in both device layouts (layout.go): regrouped (the
-// default, variant grouped) and as in the file (variant gguf, with its
-// staged kernel too).
+// Q8_0 and Q4_0 are timed in both device layouts (layout.go): regrouped
+// (the default, variant grouped) and as in the file (variant gguf, with
+// its staged kernel too).
 func BenchmarkMatVecDecode(b *testing.B) {
 	e := newEnv(b, 17)
-	defer func(g bool) { groupQ8 = g }(groupQ8)
+	defer func(q8, q4 bool) { q8Regroup.on, q4Regroup.on = q8, q4 }(q8Regroup.on, q4Regroup.on)
 	for _, typ := range []gguf.Type{gguf.TypeF16, gguf.TypeBF16, gguf.TypeQ8_0, gguf.TypeQ6_K, gguf.TypeQ4_0, gguf.TypeQ4_K} {
 		for _, sh := range decodeShapes {
 			rows, cols := sh.rows, sh.cols
 			layouts := []bool{false}
-			if typ == gguf.TypeQ8_0 {
+			r := regroups[typ]
+			if r != nil {
 				layouts = []bool{true, false}
 			}
 			for _, group := range layouts {
-				groupQ8 = group
+				if r != nil {
+					r.on = group
+				}
 				m := e.benchMatrix(typ, rows, cols)
 				x := e.uploadF32(e.randVec(cols))
 				y := e.alloc(int64(rows) * 4)
@@ -325,7 +328,7 @@ func BenchmarkMatVecDecode(b *testing.B) {
 				for _, staged := range []bool{false, true} {
 					name := fmt.Sprintf("%s/%s/%dx%d", typ, sh.name, rows, cols)
 					switch {
-					case typ != gguf.TypeQ8_0:
+					case r == nil:
 					case group:
 						name += "/grouped"
 					default:

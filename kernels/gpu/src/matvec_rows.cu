@@ -137,14 +137,19 @@ struct MvrQ4_0 {
 	FP_DEVICE int xoff(int i) { return 32 * i; }
 	FP_DEVICE int xsc(int i) { return i; }
 	FP_DEVICE W load(const u8* row, int i) {
-		W w;
 		u32 q[4];
-		w.d = mvr_block_a2<4>(row + (long long)i * BYTES, q);
+		const float d = mvr_block_a2<4>(row + (long long)i * BYTES, q);
+		return nibbles(q, d);
+	}
+	// nibbles splits a block's quant words into low and high nibbles.
+	FP_DEVICE W nibbles(const u32* q, float d) {
+		W w;
 #pragma unroll
 		for (int k = 0; k < 4; k++) {
 			w.q[k] = (int)(q[k] & 0x0f0f0f0fu);
 			w.q[4 + k] = (int)((q[k] >> 4) & 0x0f0f0f0fu);
 		}
+		w.d = d;
 		return w;
 	}
 	// d·dx·(Σ q·xq − 8 Σ xq)
@@ -154,6 +159,23 @@ struct MvrQ4_0 {
 		for (int k = 0; k < 8; k++) s = dp4a(w.q[k], x.q[k], s);
 		return w.d * x.d[0] * (float)(s - 8 * (x.sum[0] + x.sum[1]));
 	}
+};
+
+// MvrQ4_0X: Q4_0 regrouped (quant.cu's TQ4_0X): 144-byte groups of eight
+// blocks, their half scales (16 bytes), then their 16 quant bytes each.
+// Chunk i is block i%8 of group i/8: one aligned 16-byte load.
+struct MvrQ4_0X {
+	enum { BYTES = 144, XGAP = 16, XSPLIT = 0, SUMS = 1 };
+	typedef MvrQ4_0::W W;
+	FP_DEVICE int xoff(int i) { return 32 * i; }
+	FP_DEVICE int xsc(int i) { return i; }
+	FP_DEVICE W load(const u8* row, int i) {
+		const u8* g = row + (long long)(i >> 3) * BYTES;
+		const uint4 t = *(const uint4*)(g + 16 + 16 * (i & 7));
+		const u32 q[4] = {t.x, t.y, t.z, t.w};
+		return MvrQ4_0::nibbles(q, half_to_float(*(const u16*)(g + 2 * (i & 7))));
+	}
+	FP_DEVICE float dot(const W& w, const MvrX& x) { return MvrQ4_0::dot(w, x); }
 };
 
 // MvrQ4_K: 144-byte, 16-byte aligned blocks of 256 values: d, dmin,
@@ -370,6 +392,7 @@ FP_DEVICE void mvrows(const u8* __restrict__ w, const i8* __restrict__ xq, float
 #define FP_MVROWS_T(name, T) FP_MVROWS_N(name, T, 1) FP_MVROWS_N(name, T, 2) FP_MVROWS_N(name, T, 4)
 FP_MVROWS_T(q8_0, MvrQ8_0)
 FP_MVROWS_T(q8_0x, MvrQ8_0X)
+FP_MVROWS_T(q4_0x, MvrQ4_0X)
 FP_MVROWS_T(q4_0, MvrQ4_0)
 FP_MVROWS_T(q4_k, MvrQ4_K)
 FP_MVROWS_T(q6_k, MvrQ6_K)

@@ -72,6 +72,15 @@ FP_DEVICE uint4 ldg16(const u8* p) {
 #endif
 }
 
+// ldg8 loads 8 bytes (8-byte aligned) through the read-only cache.
+FP_DEVICE uint2 ldg8(const u8* p) {
+#if defined(FP_AMD)
+	return *(const uint2*)p;
+#else
+	return __ldg((const uint2*)p);
+#endif
+}
+
 // ------------------------------------------------------------ float types
 
 // F32, F16, BF16 in "blocks" of 16 bytes (cols a multiple of 4, 8, 8).
@@ -141,48 +150,58 @@ struct TBF16S {
 // is qs bytes 8c..8c+7: values 8c..8c+7 then 16+8c..16+8c+7.
 FP_DEVICE int legacy_pos(int c, int g) { return 8 * c + 4 * (g & 1) + 16 * (g >> 1); }
 
+// Q4_0's arithmetic on a chunk's two quant words (q4_decode, q4_dot,
+// q4_dot8), shared by TQ4_0 and its regrouped form TQ4_0X.
+FP_DEVICE void q4_decode(const u32* q, float d, float* v) {
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		const u32 byte = (q[i >> 2] >> (8 * (i & 3))) & 0xffu;
+		v[i] = (float)((int)(byte & 15u) - 8) * d;
+		v[8 + i] = (float)((int)(byte >> 4) - 8) * d;
+	}
+}
+FP_DEVICE float q4_dot(const u32* q, float d, const float* xv) {
+	float s = 0.f;
+#pragma unroll
+	for (int k = 0; k < 2; k++) {
+		const u32 lo = q[k] & 0x0f0f0f0fu, hi = (q[k] >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			s += (small_float(lo, j) - (FP_MAGIC + 8.f)) * xv[4 * k + j];
+			s += (small_float(hi, j) - (FP_MAGIC + 8.f)) * xv[8 + 4 * k + j];
+		}
+	}
+	return s * d;
+}
+// q4_dot8: d·dx·(Σ q·xq − 8 Σ xq) for the chunk's words q0, q1 and its
+// activations' words x0, x1 (low nibbles) and x2, x3 (high).
+FP_DEVICE float q4_dot8(u32 q0, u32 q1, int x0, int x1, int x2, int x3, float d, float dx) {
+	int s = dp4a((int)(q0 & 0x0f0f0f0fu), x0, 0);
+	s = dp4a((int)(q1 & 0x0f0f0f0fu), x1, s);
+	s = dp4a((int)((q0 >> 4) & 0x0f0f0f0fu), x2, s);
+	s = dp4a((int)((q1 >> 4) & 0x0f0f0f0fu), x3, s);
+	const int sx = dp4a(0x01010101, x0, dp4a(0x01010101, x1, dp4a(0x01010101, x2, dp4a(0x01010101, x3, 0))));
+	return d * dx * (float)(s - 8 * sx);
+}
+
 struct TQ4_0 {
 	enum { QK = 32, BYTES = 18, CPB = 2, VPC = 16 };
 	FP_DOT_VIA_DECODE_AS(dot_decoded)
 	FP_DEVICE int pos(int c, int g) { return legacy_pos(c, g); }
 	FP_DEVICE void decode(const u8* b, int c, float* v) {
-		const float d = half_to_float(ld_u16(b));
 		const u32 q[2] = {ld_u32_a2(b + 2 + 8 * c), ld_u32_a2(b + 6 + 8 * c)};
-#pragma unroll
-		for (int i = 0; i < 8; i++) {
-			const u32 byte = (q[i >> 2] >> (8 * (i & 3))) & 0xffu;
-			v[i] = (float)((int)(byte & 15u) - 8) * d;
-			v[8 + i] = (float)((int)(byte >> 4) - 8) * d;
-		}
+		q4_decode(q, half_to_float(ld_u16(b)), v);
 	}
 	FP_DEVICE float dot(const u8* b, int c, const float* xv) {
-		const float d = half_to_float(ld_u16(b));
 		const u32 q[2] = {ld_u32_a2(b + 2 + 8 * c), ld_u32_a2(b + 6 + 8 * c)};
-		float s = 0.f;
-#pragma unroll
-		for (int k = 0; k < 2; k++) {
-			const u32 lo = q[k] & 0x0f0f0f0fu, hi = (q[k] >> 4) & 0x0f0f0f0fu;
-#pragma unroll
-			for (int j = 0; j < 4; j++) {
-				s += (small_float(lo, j) - (FP_MAGIC + 8.f)) * xv[4 * k + j];
-				s += (small_float(hi, j) - (FP_MAGIC + 8.f)) * xv[8 + 4 * k + j];
-			}
-		}
-		return s * d;
+		return q4_dot(q, half_to_float(ld_u16(b)), xv);
 	}
 	// dot8: with activations as int8 (xq, the block's 32 values) and their
-	// scale xd: d·dx·(Σ q·xq − 8 Σ xq), four products per dp4a.
+	// scale xd, four products per dp4a.
 	FP_DEVICE float dot8(const u8* b, int c, const i8* xq, const float* xd) {
-		const float d = half_to_float(ld_u16(b));
-		const u32 q0 = ld_u32_a2(b + 2 + 8 * c), q1 = ld_u32_a2(b + 6 + 8 * c);
 		const int* xi = (const int*)xq;
-		const int x0 = xi[2 * c], x1 = xi[2 * c + 1], x2 = xi[4 + 2 * c], x3 = xi[5 + 2 * c];
-		int s = dp4a((int)(q0 & 0x0f0f0f0fu), x0, 0);
-		s = dp4a((int)(q1 & 0x0f0f0f0fu), x1, s);
-		s = dp4a((int)((q0 >> 4) & 0x0f0f0f0fu), x2, s);
-		s = dp4a((int)((q1 >> 4) & 0x0f0f0f0fu), x3, s);
-		const int sx = dp4a(0x01010101, x0, dp4a(0x01010101, x1, dp4a(0x01010101, x2, dp4a(0x01010101, x3, 0))));
-		return d * xd[0] * (float)(s - 8 * sx);
+		return q4_dot8(ld_u32_a2(b + 2 + 8 * c), ld_u32_a2(b + 6 + 8 * c), xi[2 * c], xi[2 * c + 1], xi[4 + 2 * c],
+		               xi[5 + 2 * c], half_to_float(ld_u16(b)), xd[0]);
 	}
 	// Staged (matvec8s): the block is at byte o of the shared-memory stage
 	// s, x its 32 activations as 8 words, xs their scale.
@@ -344,6 +363,34 @@ struct TQ8_0X {
 		s = dp4a((int)t.z, xi[2], s);
 		s = dp4a((int)t.w, xi[3], s);
 		return d * xd[c >> 1] * (float)s;
+	}
+};
+
+// TQ4_0X is Q4_0 regrouped like TQ8_0X (layout.go): eight half scales (16
+// bytes), then the eight blocks' 16 quant bytes each, 144 bytes in all.
+// Chunk c (of 16) is TQ4_0's chunk c%2 of block c/2: quant bytes 16 + 8c,
+// one aligned 8-byte load; the sums are TQ4_0's, bit for bit.
+struct TQ4_0X {
+	enum { QK = 256, BYTES = 144, CPB = 16, VPC = 16 };
+	FP_DOT_VIA_DECODE_AS(dot_decoded)
+	FP_DEVICE int pos(int c, int g) { return 32 * (c >> 1) + legacy_pos(c & 1, g); }
+	// decode also reads blocks staged in shared memory: a plain load.
+	FP_DEVICE void decode(const u8* b, int c, float* v) {
+		const uint2 t = *(const uint2*)(b + 16 + 8 * c);
+		const u32 q[2] = {t.x, t.y};
+		q4_decode(q, half_to_float(ld_u16(b + 2 * (c >> 1))), v);
+	}
+	FP_DEVICE float dot(const u8* b, int c, const float* xv) {
+		const uint2 t = ldg8(b + 16 + 8 * c);
+		const u32 q[2] = {t.x, t.y};
+		return q4_dot(q, half_to_float(ld_u16(b + 2 * (c >> 1))), xv);
+	}
+	FP_DEVICE float dot8(const u8* b, int c, const i8* xq, const float* xd) {
+		const int bb = c >> 1, h = c & 1;
+		const uint2 t = ldg8(b + 16 + 8 * c);
+		const int* xi = (const int*)xq + 8 * bb;
+		return q4_dot8(t.x, t.y, xi[2 * h], xi[2 * h + 1], xi[4 + 2 * h], xi[5 + 2 * h], half_to_float(ld_u16(b + 2 * bb)),
+		               xd[bb]);
 	}
 };
 
@@ -1012,6 +1059,7 @@ FP_TYPE(q5_0, TQ5_0)
 FP_TYPE(q5_1, TQ5_1)
 FP_TYPE(q8_0, TQ8_0)
 FP_TYPE(q8_0x, TQ8_0X)
+FP_TYPE(q4_0x, TQ4_0X)
 FP_TYPE(q2_k, TQ2_K)
 FP_TYPE(q3_k, TQ3_K)
 FP_TYPE(q4_k, TQ4_K)
@@ -1023,6 +1071,7 @@ FP_TYPE(q8_k, TQ8_K)
 FP_DECODED(q4_0, TQ4_0)
 FP_DECODED(q8_0, TQ8_0)
 FP_DECODED(q8_0x, TQ8_0X)
+FP_DECODED(q4_0x, TQ4_0X)
 FP_DECODED(q4_k, TQ4_K)
 FP_DECODED(q6_k, TQ6_K)
 
@@ -1121,6 +1170,7 @@ FP_DEVICE void matvec8(const u8* __restrict__ w, const i8* __restrict__ xq, floa
 FP_Q8ACT(q4_0, TQ4_0)
 FP_Q8ACT(q8_0, TQ8_0)
 FP_Q8ACT(q8_0x, TQ8_0X)
+FP_Q8ACT(q4_0x, TQ4_0X)
 FP_Q8ACT(q4_k, TQ4_K)
 FP_Q8ACT(q6_k, TQ6_K)
 
