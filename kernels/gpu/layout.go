@@ -54,7 +54,14 @@ func regrouped(t gguf.Type, cols int) *regroup {
 }
 
 // isGrouped reports whether a kernel-name suffix is a regrouped layout's.
-func isGrouped(suffix string) bool { return suffix == q8Regroup.suffix || suffix == q4Regroup.suffix }
+func isGrouped(suffix string) bool {
+	for _, r := range regroups {
+		if r.suffix == suffix {
+			return true
+		}
+	}
+	return false
+}
 
 // Grouped reports whether t weights with rows of cols values are
 // regrouped on the device.

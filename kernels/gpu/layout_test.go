@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 	"testing"
 
@@ -104,7 +105,7 @@ func (e *env) checkGrouped(t *testing.T, typ gguf.Type) {
 		toks := []int32{int32(rows - 1), 0, int32(rows / 2)}
 		tb := make([]byte, 4*len(toks))
 		for i, v := range toks {
-			tb[4*i], tb[4*i+1], tb[4*i+2], tb[4*i+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+			binary.LittleEndian.PutUint32(tb[4*i:], uint32(v))
 		}
 		tokens := e.upload(tb)
 		run := func(group bool, data []byte) [][]byte {
@@ -145,7 +146,7 @@ func (e *env) checkGrouped(t *testing.T, typ gguf.Type) {
 				continue
 			}
 			for o := 0; o+4 <= len(got[i]); o += 4 {
-				if v := math.Float32frombits(uint32(got[i][o]) | uint32(got[i][o+1])<<8 | uint32(got[i][o+2])<<16 | uint32(got[i][o+3])<<24); name != "Dequantize f16" && math.IsNaN(float64(v)) {
+				if v := math.Float32frombits(binary.LittleEndian.Uint32(got[i][o:])); name != "Dequantize f16" && math.IsNaN(float64(v)) {
 					t.Errorf("%s %dx%d %s: [%d] not written", typ, rows, cols, name, o/4)
 					break
 				}
